@@ -1,0 +1,57 @@
+"""The one settings object: environment variables ``RAG_*``, overridden by CLI flags.
+
+Read only at entry points (the CLI, the Streamlit page); library code takes the parts it needs
+(:meth:`Settings.embedder_config`, the store arguments).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from embedder import EmbedderConfig
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "rag-search"
+
+
+class Settings(BaseSettings):
+    """Every setting, with its ``RAG_`` environment variable (e.g. ``RAG_MODEL``, ``RAG_QDRANT_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    # embedder
+    model: str = Field("default", description="model folder, hub name, .gguf file, or 'default'")
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_length: int = Field(512, ge=2, description="tokens per text, longer texts are truncated")
+    batch_tokens: int = Field(16384, ge=2, description="padded tokens per forward pass")
+    adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
+    task: str = Field("web_search", description="named query instruction")
+    instruction: str | None = Field(None, description="custom query instruction (overrides task)")
+    # store
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
+    qdrant_api_key: SecretStr | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir, description="embedded store folder")
+    collection: str = "documents"
+    # indexer
+    chunk_tokens: int = Field(256, ge=16)
+    chunk_overlap: int = Field(32, ge=0)
+    max_file_mb: float = Field(50.0, gt=0)
+
+    def embedder_config(self) -> EmbedderConfig:
+        return EmbedderConfig(
+            model=self.model, quantization=self.quantization, dtype=self.dtype, device=self.device,
+            max_length=self.max_length, batch_tokens=max(self.batch_tokens, self.max_length),
+            adapter=self.adapter,
+        )
+
+    def api_key(self) -> str | None:
+        return self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else None

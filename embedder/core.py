@@ -1,0 +1,184 @@
+"""The :class:`Embedder`: texts in, L2-normalised vectors out, batched by a token budget."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import EmbedderConfig
+from .fingerprint import Fingerprint, parameters_id
+from .instructions import format_instructed_query, resolve_instruction
+from .loading import attach_adapter, identify, load_model, locate_model, pick_device
+from .pooling import pool
+from .spec import ModelSpec, resolve_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    """Throughput of the last :meth:`Embedder.encode` call."""
+
+    texts: int
+    tokens: int          # real (unpadded) tokens
+    padded_tokens: int   # tokens the model actually processed
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Group text indices, longest first, so each batch's padded size stays within ``batch_tokens``.
+
+    Sorting by length keeps padding waste small; the caller restores the original order.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]  # first item is the longest
+        if current and width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Embedder:
+    """Embeds queries and documents with one model.
+
+    Build one with :meth:`from_config` (loads files), or pass a built ``model`` and ``tokenizer``
+    (tests, notebooks). Documents are embedded as they are (with the model's document prefix, if
+    any); queries get the task instruction (decoders) or the query prefix (E5 encoders).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, *, max_length: int = 512,
+                 batch_tokens: int = 16384, model_id: str | None = None, adapter: str | None = None,
+                 adapter_id: str | None = None, quantization: str = "none") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.max_length = min(max_length, spec.max_length)
+        self.batch_tokens = max(batch_tokens, self.max_length)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token  # pad = EOS: lengths come from the mask
+        self._model_id = model_id or parameters_id(model)
+        self._adapter = adapter
+        self._adapter_id = adapter_id
+        self._quantization = quantization
+        self.last_stats: EncodeStats | None = None
+
+    @classmethod
+    def from_config(cls, config: EmbedderConfig) -> "Embedder":
+        """Load the model, tokenizer and adapter that ``config`` names."""
+        from transformers import AutoConfig, AutoTokenizer
+
+        location = locate_model(config.model)
+        device = pick_device(config.device)
+        extra = {"gguf_file": location.gguf_file} if location.gguf_file else {}
+        hf_config = AutoConfig.from_pretrained(location.folder, **extra)
+        spec = resolve_spec(location.name, hf_config.model_type, location.folder, config,
+                            getattr(hf_config, "max_position_embeddings", None))
+        tokenizer = AutoTokenizer.from_pretrained(location.folder, **extra)
+        model_id, adapter_hash = identify(location, config.adapter)
+        model = load_model(location, config, device)
+        if config.adapter:
+            merge = config.merge_adapter and config.quantization == "none"
+            model = attach_adapter(model, Path(config.adapter), model_id, merge)
+        logger.info("loaded %s on %s (%s, quantization=%s, adapter=%s)", location.name, device,
+                    next(model.parameters()).dtype, config.quantization, config.adapter)
+        return cls(model, tokenizer, spec, max_length=config.max_length, batch_tokens=config.batch_tokens,
+                   model_id=model_id, adapter=config.adapter, adapter_id=adapter_hash,
+                   quantization=config.quantization)
+
+    @classmethod
+    def from_pretrained(cls, model: str, **settings) -> "Embedder":
+        """Shortcut: ``Embedder.from_pretrained("intfloat/e5-mistral-7b-instruct", quantization="4bit")``."""
+        return cls.from_config(EmbedderConfig(model=model, **settings))
+
+    # -- what the model sees -------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(
+            model=self.spec.name, model_id=self._model_id, adapter=self._adapter, adapter_id=self._adapter_id,
+            pooling=self.spec.pooling, max_length=self.max_length, normalize=True,
+            document_prefix=self.spec.document_prefix, dim=self.dim, quantization=self._quantization,
+        )
+
+    def format_query(self, query: str, instruction: str | None = None, task: str | None = None) -> str:
+        """The exact text the model embeds for ``query``."""
+        if self.spec.instructed:
+            return format_instructed_query(resolve_instruction(task, instruction), query)
+        return self.spec.query_prefix + query
+
+    def format_document(self, text: str) -> str:
+        return self.spec.document_prefix + text
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as a document would be split into (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- embedding -----------------------------------------------------------------------------
+    def embed_documents(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Embed documents: (n,) texts -> (n, dim) float32, L2-normalised."""
+        return self.encode([self.format_document(t) for t in texts], show_progress=show_progress)
+
+    def embed_queries(self, queries: Sequence[str], instruction: str | None = None,
+                      task: str | None = None) -> np.ndarray:
+        """Embed queries with the task instruction: (n,) -> (n, dim) float32."""
+        return self.encode([self.format_query(q, instruction, task) for q in queries])
+
+    def embed_query(self, query: str, instruction: str | None = None, task: str | None = None) -> np.ndarray:
+        """Embed one query: -> (dim,) float32."""
+        return self.embed_queries([query], instruction, task)[0]
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, as the model card builds them (EOS after truncation for decoders)."""
+        if self.spec.append_eos:
+            ids = self.tokenizer(list(texts), max_length=self.max_length - 1, truncation=True,
+                                 padding=False, return_attention_mask=False)["input_ids"]
+            return [row + [self.tokenizer.eos_token_id] for row in ids]
+        return self.tokenizer(list(texts), max_length=self.max_length, truncation=True, padding=False,
+                              return_attention_mask=False)["input_ids"]
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Embed already-formatted texts: sorted by length, batched by token budget, order restored."""
+        start = time.perf_counter()
+        ids = self.tokenize(texts)
+        lengths = [len(row) for row in ids]
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        padded = 0
+        batches = plan_batches(lengths, self.batch_tokens)
+        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress, leave=False):
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, padding=True, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            vectors = F.normalize(pool(self.spec.pooling, hidden, enc["attention_mask"]).float(), p=2, dim=-1)
+            out[batch] = vectors.cpu().numpy()  # (batch, dim)
+            padded += enc["input_ids"].numel()
+        self.last_stats = EncodeStats(len(ids), sum(lengths), padded, time.perf_counter() - start)
+        if texts:
+            logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(ids), sum(lengths),
+                         self.last_stats.tokens_per_s)
+        return out
