@@ -1,0 +1,231 @@
+"""The ``rag`` command: index folders, search them, show the index, open the UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from .settings import Settings
+
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+_SETTING_FLAGS = {
+    "model": "model", "quantization": "quantization", "dtype": "dtype", "device": "device",
+    "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
+    "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("settings (each also read from RAG_<NAME>)")
+    g.add_argument("--model", help="model folder, hub name, .gguf file, or 'default'")
+    g.add_argument("--quantization", choices=["none", "8bit", "4bit"])
+    g.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--adapter", help="LoRA adapter folder")
+    g.add_argument("--max-length", type=int, dest="max_length")
+    g.add_argument("--batch-tokens", type=int, dest="batch_tokens")
+    g.add_argument("--collection", help="collection name (default: documents)")
+    g.add_argument("--data-dir", dest="data_dir", help="embedded store folder")
+    g.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL (default: embedded store)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index folders or files into a collection")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--glob", "--include", dest="include", action="append", default=[],
+                   help="only files matching this glob (relative to the root; repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="skip files matching this glob (repeatable)")
+    p.add_argument("--recreate", action="store_true", help="drop the collection and index from scratch")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(p)
+
+    p = sub.add_parser("search", help="search a collection")
+    p.add_argument("query")
+    p.add_argument("-k", "--k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--task", help="named instruction (see `rag status`): web_search, question_answering, ...")
+    p.add_argument("--instruction", help="custom instruction text (overrides --task)")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="path=PREFIX, glob=PATTERN, type=EXT (repeatable), after=YYYY-MM-DD")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    _common(p)
+
+    p = sub.add_parser("status", help="show collections, point counts, fingerprints and the store")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("ui", help="open the Streamlit search page")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1")
+    _common(p)
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: getattr(args, flag) for flag, k in _SETTING_FLAGS.items()
+                 if getattr(args, flag, None) is not None}
+    return Settings(**overrides)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def parse_filter(items: list[str]):
+    """``["path=/docs", "type=pdf", "after=2024-01-01"]`` -> a SearchFilter."""
+    from indexer.store import SearchFilter
+
+    fields: dict = {"file_types": []}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--filter {item!r} is not KEY=VALUE (keys: path, glob, type, after).")
+        if key == "path":
+            fields["path_prefix"] = str(Path(value).expanduser().resolve())
+        elif key == "glob":
+            fields["path_glob"] = value
+        elif key == "type":
+            fields["file_types"].append(value.lstrip(".").lower())
+        elif key == "after":
+            fields["modified_after"] = datetime.fromisoformat(value).timestamp()
+        else:
+            raise ValueError(f"Unknown filter key {key!r}; use path, glob, type or after.")
+    fields["file_types"] = tuple(fields["file_types"])
+    return SearchFilter(**fields)
+
+
+def cmd_index(args, settings: Settings) -> int:
+    from indexer.pipeline import Indexer
+
+    from .services import build_embedder, build_store, index_settings
+
+    store = build_store(settings)
+    try:
+        indexer = Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))
+        report = indexer.run(args.paths, include=args.include, exclude=args.exclude,
+                             recreate=args.recreate, progress=not (args.no_progress or args.json))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"Collection {report.collection!r} in {settings.qdrant_url or settings.data_dir}")
+        print(f"  files seen {report.files_seen}, indexed {report.indexed}, unchanged {report.unchanged}, "
+              f"removed {report.removed}, failed {len(report.failed)}")
+        print(f"  chunks written {report.chunks} in {report.seconds:.1f}s")
+        for failure in report.failed:
+            print(f"  FAILED {failure.path}: {failure.reason}")
+    return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+def cmd_search(args, settings: Settings) -> int:
+    from indexer.search import Searcher
+
+    from .services import build_embedder, build_store
+
+    flt = parse_filter(args.filter) if args.filter else None
+    store = build_store(settings)
+    try:
+        searcher = Searcher(build_embedder(settings), store, settings.collection)
+        response = searcher.search(args.query, k=args.k, mode=args.mode, task=args.task or settings.task,
+                                   instruction=args.instruction or settings.instruction, flt=flt)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(response.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode})")
+    for r in response.results:
+        meta = r.metadata
+        snippet = " ".join(r.text.split())[:200]
+        print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {meta.get('source')} "
+              f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
+              f"chars {meta.get('start')}-{meta.get('end')}]\n     {snippet}")
+    return EXIT_OK
+
+
+def cmd_status(args, settings: Settings) -> int:
+    from embedder import TASKS
+
+    from .services import build_store
+
+    store = build_store(settings)
+    try:
+        info = {"store": store.describe(), "collections": []}
+        for name in store.collections():
+            meta = store.collection_meta(name) or {}
+            info["collections"].append({"name": name, "points": store.count(name),
+                                        "fingerprint": meta.get("fingerprint"),
+                                        "chunk_tokens": meta.get("chunk_tokens"),
+                                        "last_indexed": meta.get("last_indexed")})
+    finally:
+        store.close()
+    info["tasks"] = TASKS
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    print(info["store"])
+    if not info["collections"]:
+        print("  no collections yet: rag index PATH")
+    for c in info["collections"]:
+        fp = c["fingerprint"] or {}
+        print(f"  {c['name']}: {c['points']} chunks, model {fp.get('model')} ({fp.get('dim')}-d, "
+              f"quantization {fp.get('quantization')}, adapter {fp.get('adapter') or 'none'})")
+    print("tasks: " + ", ".join(TASKS))
+    return EXIT_OK
+
+
+def cmd_ui(args, settings: Settings) -> int:
+    page = Path(__file__).with_name("page.py")
+    env = {**os.environ, **{f"RAG_{k.upper()}": str(getattr(args, k)) for k in _SETTING_FLAGS.values()
+                            if getattr(args, k, None) is not None}}
+    print(f"Search UI: http://{args.host}:{args.port}")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
+           "--server.address", args.host, "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from embedder import EmbedderError
+    from indexer.collection import CollectionMismatch
+    from indexer.search import NoIndex
+    from indexer.store import StoreError
+
+    try:
+        settings = load_settings(args)
+        return COMMANDS[args.command](args, settings)
+    except (EmbedderError, CollectionMismatch, NoIndex, StoreError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Factories that turn :class:`~app.settings.Settings` into the objects the libraries take."""
+
+from __future__ import annotations
+
+from embedder import Embedder
+from indexer.pipeline import IndexSettings
+from indexer.store import VectorStore, open_store
+
+from .settings import Settings
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    return Embedder.from_config(settings.embedder_config())
+
+
+def build_store(settings: Settings) -> VectorStore:
+    return open_store(settings.qdrant_url, settings.api_key(), settings.data_dir)
+
+
+def index_settings(settings: Settings) -> IndexSettings:
+    return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
+                         max_bytes=int(settings.max_file_mb * 1024 * 1024))

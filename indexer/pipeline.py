@@ -1,0 +1,264 @@
+"""Folders into a collection, incrementally and crash-safely.
+
+Each file is hashed; a file whose stored chunks all carry its current hash is skipped. A new or
+changed file is extracted, chunked and embedded; its new chunks are written first, then the chunks
+of its previous content are deleted, so a search never sees the file vanish. Point ids are derived
+from (path, chunk index, content hash): after a kill at any moment, the next run rewrites the same
+ids (nothing duplicated) and finishes what was missing (nothing lost). Files that disappeared from
+an indexed root lose their chunks.
+
+Parsing runs in worker threads ahead of the model, and writing runs in a thread behind it, so the
+model is kept busy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from embedder import Embedder
+
+from .chunking import chunk_text
+from .collection import check_compatible, collection_meta
+from .extract import ExtractionError, extract
+from .ids import file_hash, point_id
+from .store import Point, VectorStore
+from .store.payload import make_payload
+from .walk import FileEntry, walk
+
+logger = logging.getLogger(__name__)
+
+_STATE_FIELDS = ["metadata.source", "metadata.content_hash", "metadata.chunk_count"]
+
+
+@dataclass
+class FileFailure:
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one ``rag index`` run did."""
+
+    collection: str
+    files_seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    failed: list[FileFailure] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Parsed:
+    entry: FileEntry
+    content_hash: str = ""
+    chunks: list = field(default_factory=list)
+    title: str = ""
+    file_type: str = ""
+    error: str | None = None
+    unchanged: bool = False
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    max_bytes: int = 50 * 1024 * 1024
+    embed_batch: int = 64       # chunks per embedding call
+    parse_ahead: int = 8        # files parsed ahead of the model
+
+
+class Indexer:
+    """Indexes folders into one collection with one embedder."""
+
+    def __init__(self, embedder: Embedder, store: VectorStore, collection: str,
+                 settings: IndexSettings = IndexSettings()) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.collection = collection
+        self.settings = settings
+        # room for special tokens and the document prefix inside the model's max_length
+        room = embedder.max_length - 2 - embedder.count_tokens(embedder.spec.document_prefix)
+        self.chunk_tokens = max(8, min(settings.chunk_tokens, room))
+        self.chunk_overlap = min(settings.chunk_overlap, self.chunk_tokens // 2)
+        if self.chunk_tokens < settings.chunk_tokens:
+            logger.info("chunk size lowered from %d to %d tokens to fit the model's max length",
+                        settings.chunk_tokens, self.chunk_tokens)
+
+    # -- collection ------------------------------------------------------------------------------
+    def open_collection(self, recreate: bool = False) -> None:
+        """Create the collection, or check that the existing one matches this embedder."""
+        fp = self.embedder.fingerprint
+        meta = self.store.collection_meta(self.collection)
+        if meta is not None and recreate:
+            logger.info("dropping collection %s (--recreate)", self.collection)
+            self.store.drop_collection(self.collection)
+            meta = None
+        if meta is None:
+            self.store.create_collection(self.collection, fp.dim,
+                                         collection_meta(fp, self.chunk_tokens, self.chunk_overlap))
+            return
+        check_compatible(self.collection, meta, fp, (self.chunk_tokens, self.chunk_overlap))
+
+    def stored_state(self) -> dict[str, dict[str, list[str]]]:
+        """``{source: {content_hash: [point ids]}}`` plus chunk counts, from the collection."""
+        state: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self._expected: dict[tuple[str, str], int] = {}
+        for pid, payload in self.store.iter_payloads(self.collection, _STATE_FIELDS):
+            meta = payload.get("metadata", {})
+            source, digest = meta.get("source"), meta.get("content_hash")
+            if source is None:
+                continue
+            state[source][digest].append(pid)
+            self._expected[(source, digest)] = meta.get("chunk_count", -1)
+        return state
+
+    def _complete(self, state: dict, source: str, digest: str) -> bool:
+        versions = state.get(source, {})
+        return list(versions) == [digest] and len(versions[digest]) == self._expected.get((source, digest))
+
+    # -- one file ----------------------------------------------------------------------------------
+    def _parse(self, entry: FileEntry, state: dict) -> _Parsed:
+        parsed = _Parsed(entry)
+        try:
+            parsed.content_hash = file_hash(entry.path)
+            if self._complete(state, str(entry.path), parsed.content_hash):
+                parsed.unchanged = True
+                return parsed
+            doc = extract(entry.path, max_bytes=self.settings.max_bytes)
+            parsed.title, parsed.file_type = doc.title, doc.file_type
+            parsed.chunks = chunk_text(doc.text, self.embedder.tokenizer, self.chunk_tokens, self.chunk_overlap)
+            if not parsed.chunks:
+                parsed.error = "no text to index"
+        except ExtractionError as exc:
+            parsed.error = exc.reason
+        except OSError as exc:
+            parsed.error = f"cannot read: {exc.strerror or exc}"
+        except Exception as exc:  # a parser bug on one odd file must not stop the run
+            logger.exception("failed to parse %s", entry.path)
+            parsed.error = f"{type(exc).__name__}: {exc}"
+        return parsed
+
+    def _points(self, parsed: _Parsed) -> list[tuple[Point, str]]:
+        source, count = str(parsed.entry.path), len(parsed.chunks)
+        out = []
+        for i, chunk in enumerate(parsed.chunks):
+            payload = make_payload(
+                page_content=chunk.text, source=source, root=str(parsed.entry.root), chunk_index=i,
+                chunk_count=count, start=chunk.start, end=chunk.end, title=parsed.title,
+                file_type=parsed.file_type, mtime=parsed.entry.mtime, content_hash=parsed.content_hash,
+            )
+            out.append((Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text,
+                              payload=payload), chunk.text))
+        return out
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
+            recreate: bool = False, progress: bool = True) -> IndexReport:
+        """Index ``roots`` (folders or files) into the collection; returns what was done."""
+        start = time.perf_counter()
+        report = IndexReport(self.collection)
+        roots = [Path(r).expanduser().resolve() for r in roots]
+        self.open_collection(recreate)
+        state = self.stored_state()
+        walker = walk(roots, include=include, exclude=exclude, max_bytes=self.settings.max_bytes)
+        entries = list(walker)
+        for path, reason in walker.failures:
+            report.failed.append(FileFailure(str(path), reason))
+        report.files_seen = len(entries) + len(walker.failures)
+        seen = {str(e.path) for e in entries}
+
+        bar = tqdm(total=len(entries), desc="indexing", unit="file", disable=not progress)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as parse_pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as write_pool:
+            pending_writes: list[Future] = []
+            batch: list[tuple[Point, str]] = []
+            finishing: list[_Parsed] = []
+            for parsed in self._parsed_in_order(entries, state, parse_pool):
+                bar.update(1)
+                if parsed.error:
+                    report.failed.append(FileFailure(str(parsed.entry.path), parsed.error))
+                    logger.warning("skipped %s: %s", parsed.entry.path, parsed.error)
+                    continue
+                if parsed.unchanged:
+                    report.unchanged += 1
+                    continue
+                report.indexed += 1
+                report.chunks += len(parsed.chunks)
+                batch.extend(self._points(parsed))
+                finishing.append(parsed)
+                if len(batch) >= self.settings.embed_batch:
+                    pending_writes.append(self._flush(batch, finishing, state, write_pool))
+                    batch, finishing = [], []
+                    bar.set_postfix(chunks=report.chunks)
+                    self._throttle(pending_writes)
+            if batch or finishing:
+                pending_writes.append(self._flush(batch, finishing, state, write_pool))
+            for fut in pending_writes:
+                fut.result()
+        bar.close()
+        report.removed = self._remove_missing(roots, seen, state)
+        if report.chunks:
+            self.store.build_index(self.collection)
+        report.seconds = round(time.perf_counter() - start, 3)
+        logger.info("indexed %d files (%d chunks), %d unchanged, %d removed, %d failed in %.1fs",
+                    report.indexed, report.chunks, report.unchanged, report.removed, len(report.failed),
+                    report.seconds)
+        return report
+
+    def _parsed_in_order(self, entries: list[FileEntry], state: dict, pool: ThreadPoolExecutor) -> Iterator[_Parsed]:
+        window: list[Future] = []
+        it = iter(entries)
+        for entry in it:
+            window.append(pool.submit(self._parse, entry, state))
+            if len(window) >= self.settings.parse_ahead:
+                yield window.pop(0).result()
+        for fut in window:
+            yield fut.result()
+
+    def _flush(self, batch, finishing, state, pool: ThreadPoolExecutor) -> Future:
+        vectors = self.embedder.embed_documents([text for _, text in batch]) if batch else []
+        points = [Point(id=p.id, dense=vec.tolist(), text=p.text, payload=p.payload)
+                  for (p, _), vec in zip(batch, vectors)]
+        stale = [pid for parsed in finishing
+                 for digest, ids in state.get(str(parsed.entry.path), {}).items()
+                 if digest != parsed.content_hash for pid in ids]
+        return pool.submit(self._write, points, stale)
+
+    def _write(self, points: list[Point], stale: list[str]) -> None:
+        if points:
+            self.store.upsert(self.collection, points)
+        if stale:  # only after the new version is in: the file never vanishes from search
+            self.store.delete(self.collection, stale)
+
+    @staticmethod
+    def _throttle(pending: list[Future]) -> None:
+        while len(pending) > 2:
+            pending.pop(0).result()
+
+    def _remove_missing(self, roots: list[Path], seen: set[str], state: dict) -> int:
+        removed = 0
+        for source in list(state):
+            if source in seen or not any(_under(source, root) for root in roots):
+                continue
+            self.store.delete_where(self.collection, source)
+            removed += 1
+        return removed
+
+
+def _under(source: str, root: Path) -> bool:
+    path = Path(source)
+    return path == root or root in path.parents

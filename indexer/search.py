@@ -1,0 +1,114 @@
+"""Searching a collection: the query is embedded with its task instruction, then dense, sparse
+(BM25) or hybrid (RRF) search runs in the engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from embedder import Embedder
+
+from .collection import CollectionMismatch, check_compatible
+from .ids import point_id
+from .store import Hit, SearchFilter, VectorStore
+
+MODES = ("dense", "sparse", "hybrid")
+
+
+class NoIndex(Exception):
+    """The collection does not exist yet; the message says how to create it."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One ranked chunk."""
+
+    rank: int
+    score: float
+    id: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.metadata.get("source", "")
+
+    @property
+    def title(self) -> str:
+        return self.metadata.get("title") or self.source.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "score": self.score, "id": self.id, "text": self.text,
+                "metadata": self.metadata}
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    query: str
+    query_text: str           # exactly what the model embedded
+    mode: str
+    results: list[SearchResult]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "query_text": self.query_text, "mode": self.mode,
+                "seconds": self.seconds, "results": [r.to_dict() for r in self.results]}
+
+
+def _result(rank: int, hit: Hit) -> SearchResult:
+    payload = hit.payload or {}
+    return SearchResult(rank=rank, score=float(hit.score), id=str(hit.id),
+                        text=payload.get("page_content", ""), metadata=payload.get("metadata", {}))
+
+
+class Searcher:
+    """Searches one collection with the embedder that built it."""
+
+    def __init__(self, embedder: Embedder, store: VectorStore, collection: str) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.collection = collection
+        self._checked = False
+
+    def check(self) -> dict:
+        """The collection's metadata; raises :class:`NoIndex` or :class:`CollectionMismatch`."""
+        meta = self.store.collection_meta(self.collection)
+        if meta is None:
+            raise NoIndex(f"No collection {self.collection!r} in {self.store.describe()} yet. "
+                          "Index a folder first: rag index PATH")
+        if not self._checked:
+            check_compatible(self.collection, meta, self.embedder.fingerprint)
+            self._checked = True
+        return meta
+
+    def query_text(self, query: str, task: str | None = None, instruction: str | None = None) -> str:
+        return self.embedder.format_query(query, instruction=instruction, task=task)
+
+    def search(self, query: str, *, k: int = 10, mode: str = "dense", task: str | None = None,
+               instruction: str | None = None, flt: SearchFilter | None = None) -> SearchResponse:
+        """Rank the collection's chunks for ``query``."""
+        if mode not in MODES:
+            raise ValueError(f"Unknown search mode {mode!r}; choose one of: {', '.join(MODES)}.")
+        if k < 1:
+            raise ValueError(f"k={k} must be at least 1.")
+        self.check()
+        start = time.perf_counter()
+        text = self.query_text(query, task, instruction)
+        dense = None
+        if mode != "sparse":
+            dense = self.embedder.encode([text])[0].tolist()
+        hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=k, flt=flt)
+        results = [_result(i + 1, h) for i, h in enumerate(hits)]
+        return SearchResponse(query, text, mode, results, round(time.perf_counter() - start, 4))
+
+    def neighbours(self, result: SearchResult, before: int = 1, after: int = 1) -> list[SearchResult]:
+        """The chunks around ``result`` in its file (ids are deterministic, so no scan is needed)."""
+        meta = result.metadata
+        index, count = meta.get("chunk_index", 0), meta.get("chunk_count", 1)
+        wanted = [i for i in range(index - before, index + after + 1) if 0 <= i < count]
+        ids = [point_id(meta["source"], i, meta["content_hash"]) for i in wanted]
+        hits = {h.id: h for h in self.store.retrieve(self.collection, ids)}
+        return [_result(0, hits[pid]) for pid in ids if pid in hits]
+
+
+__all__ = ["CollectionMismatch", "MODES", "NoIndex", "SearchResponse", "SearchResult", "Searcher"]

@@ -1,0 +1,369 @@
+"""Store interface shared by the embedded (qdrant-edge) and server (qdrant-client) backends.
+
+Every collection has a dense vector named ``"dense"`` (cosine) and a sparse vector named
+``"bm25"`` (IDF applied by the engine, see :mod:`indexer.store.sparse`). Point payloads
+follow :mod:`indexer.store.payload`.
+
+:class:`VectorStore` implements input validation, batching, query encoding and the
+``path_glob`` post-filter once; backends implement the underscore methods.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from indexer.store.payload import normalize_file_type, normalize_path
+from indexer.store.sparse import SparseVec, encode_document, encode_query
+
+log = logging.getLogger(__name__)
+
+DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "bm25"
+SearchMode = Literal["dense", "sparse", "hybrid"]
+MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+#: Qdrant's default RRF constant (score = sum 1 / (k + rank0)); used by both backends.
+RRF_K = 2
+#: Each hybrid prefetch fetches ``max(HYBRID_PREFETCH_MIN, limit * HYBRID_PREFETCH_FACTOR)``.
+HYBRID_PREFETCH_FACTOR = 4
+HYBRID_PREFETCH_MIN = 20
+#: Upper bound on candidates fetched when post-filtering with ``path_glob``.
+GLOB_MAX_CANDIDATES = 10_000
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message says what to do next."""
+
+
+class StoreLocked(StoreError):
+    """The embedded store is held by another process."""
+
+
+class CollectionNotFound(StoreError):
+    """The named collection does not exist."""
+
+
+class CollectionMismatch(StoreError):
+    """A collection exists with a different vector size or meta than requested."""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One chunk to store: ``id`` (UUID string), dense vector, BM25 ``text`` and payload."""
+
+    id: str
+    dense: Sequence[float]
+    text: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", normalize_id(self.id))
+        if not isinstance(self.text, str):
+            raise ValueError(f"Point {self.id}: text must be a str, got {type(self.text).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A search or retrieve result; ``score`` is the engine's score (0.0 for retrieve)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Restricts a search; all given conditions must hold.
+
+    - ``path_prefix``: the source is this file or lies under this directory
+      (keyword match on ``metadata.dirs``; normalised with ``normalize_path``).
+    - ``file_types``: ``metadata.file_type`` is one of these (``"pdf"``, ``".md"``...).
+    - ``modified_after``: ``metadata.mtime`` > this epoch time.
+    - ``path_glob``: fnmatch pattern on ``metadata.source``. Qdrant cannot match globs,
+      so the store over-fetches (4*k candidates, growing 4x up to
+      ``GLOB_MAX_CANDIDATES``) and filters client-side. ``*`` also matches ``/``; a pattern
+      matches the absolute path, the file name, or any path tail (``docs/*.md``).
+    """
+
+    path_prefix: str | None = None
+    path_glob: str | None = None
+    file_types: tuple[str, ...] = ()
+    modified_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.path_prefix is not None:
+            object.__setattr__(self, "path_prefix", normalize_path(self.path_prefix))
+        types = (self.file_types,) if isinstance(self.file_types, str) else self.file_types
+        object.__setattr__(self, "file_types", tuple(normalize_file_type(t) for t in types))
+        if self.modified_after is not None:
+            object.__setattr__(self, "modified_after", float(self.modified_after))
+        if self.path_glob == "":
+            object.__setattr__(self, "path_glob", None)
+
+    def matches_glob(self, source: str) -> bool:
+        """True when ``source`` matches ``path_glob`` (or there is no glob)."""
+        pat = self.path_glob
+        if pat is None:
+            return True
+        return (
+            fnmatch.fnmatch(source, pat)
+            or fnmatch.fnmatch(os.path.basename(source), pat)
+            or fnmatch.fnmatch(source, "*/" + pat.lstrip("/"))
+        )
+
+
+def normalize_id(value: object) -> str:
+    """Canonical UUID string for ``value``; ValueError naming the value otherwise."""
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(
+            f"Point id {value!r} is not a UUID string; derive ids with "
+            "indexer.store.payload.chunk_id(source, chunk_index)"
+        ) from None
+
+
+def as_floats(vec: Sequence[float]) -> list[float]:
+    """A plain list of floats from a list, tuple or numpy array."""
+    tolist = getattr(vec, "tolist", None)
+    return [float(x) for x in (tolist() if tolist else vec)]
+
+
+def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of at most ``size`` elements."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class VectorStore(ABC):
+    """A set of named collections of chunk points with dense, sparse and hybrid search."""
+
+    batch_size: int = 256
+
+    def __init__(self) -> None:
+        self._dims: dict[str, int] = {}
+
+    # ----- public API -------------------------------------------------------------------
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+
+    def create_collection(self, name: str, dim: int, meta: dict[str, Any]) -> None:
+        """Create ``name`` with a ``dim``-sized cosine "dense" vector and a "bm25" sparse one.
+
+        ``meta`` (JSON-able: embedder fingerprint, settings) is stored with the collection.
+        Creating an existing collection with the same dim and meta is a no-op; a different
+        dim or meta raises :class:`CollectionMismatch`.
+        """
+        check_name(name)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        try:
+            meta = json.loads(json.dumps(meta))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"collection meta for {name!r} is not JSON-serialisable: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"collection meta must be a dict, got {type(meta).__name__}")
+        existing = self.collection_meta(name)
+        if existing is not None:
+            have_dim = self.dim(name)
+            if have_dim == dim and existing == meta:
+                return
+            what = f"dim={have_dim} (requested {dim})" if have_dim != dim else "different meta"
+            raise CollectionMismatch(
+                f"Collection {name!r} already exists in {self.describe()} with {what}; "
+                "drop it and re-index, or index into a new collection name."
+            )
+        self._create(name, dim, meta)
+        self._dims[name] = dim
+        log.info("created collection %s (dim=%d) in %s", name, dim, self.describe())
+
+    @abstractmethod
+    def collection_meta(self, name: str) -> dict[str, Any] | None:
+        """The meta dict stored by :meth:`create_collection`; None if ``name`` does not exist."""
+
+    def drop_collection(self, name: str) -> None:
+        """Delete ``name`` and all its points; no-op when it does not exist."""
+        check_name(name)
+        self._dims.pop(name, None)
+        self._drop(name)
+
+    @abstractmethod
+    def count(self, name: str) -> int:
+        """Exact number of points in ``name``."""
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None:
+        """Insert or overwrite ``points`` (idempotent per id), in batches of ``batch_size``."""
+        if not points:
+            return
+        dim = self.dim(name)
+        for p in points:
+            if len(p.dense) != dim:
+                raise CollectionMismatch(
+                    f"Point {p.id} has a {len(p.dense)}-dim vector but collection {name!r} "
+                    f"stores {dim}-dim vectors; the embedder changed, re-index into a new collection."
+                )
+        for batch in batched(points, self.batch_size):
+            self._upsert_batch(name, [(p, as_floats(p.dense), encode_document(p.text)) for p in batch])
+
+    def delete(self, name: str, ids: Iterable[str]) -> None:
+        """Delete the points with these ids (missing ids are ignored)."""
+        norm = [normalize_id(i) for i in ids]
+        for batch in batched(norm, self.batch_size * 4):
+            self._delete_ids(name, list(batch))
+
+    @abstractmethod
+    def delete_where(self, name: str, source: str) -> None:
+        """Delete every point whose ``metadata.source`` equals ``source``."""
+
+    @abstractmethod
+    def iter_payloads(
+        self, name: str, fields: list[str], page_size: int = 1000
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(id, payload subset)`` for all points, scrolling ``page_size`` at a time.
+
+        ``fields`` are payload paths such as ``"metadata.source"``; the subset keeps the
+        nesting (``{"metadata": {"source": ...}}``). Empty ``fields`` yields ``{}``.
+        """
+
+    def retrieve(self, name: str, ids: Iterable[str]) -> list[Hit]:
+        """Points with these ids (payload only, score 0.0), in the requested order; missing skipped."""
+        norm = [normalize_id(i) for i in ids]
+        if not norm:
+            return []
+        found = {h.id: h for h in self._retrieve(name, norm)}
+        return [found[i] for i in dict.fromkeys(norm) if i in found]
+
+    def search(
+        self,
+        name: str,
+        *,
+        dense: Sequence[float] | None = None,
+        text: str | None = None,
+        mode: str = "hybrid",
+        k: int = 10,
+        flt: SearchFilter | None = None,
+    ) -> list[Hit]:
+        """Top ``k`` points for a dense vector and/or a keyword query.
+
+        ``mode``: "dense" (needs ``dense``), "sparse" (BM25 on ``text``) or "hybrid"
+        (both, fused in the engine with RRF). A hybrid query whose text has no searchable
+        tokens (e.g. only stopwords) runs as dense. Scores are the engine's scores.
+        """
+        if mode not in MODES:
+            raise ValueError(f"Unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if mode in ("dense", "hybrid") and dense is None:
+            raise ValueError(f"search mode {mode!r} needs a dense query vector (dense=...)")
+        if mode in ("sparse", "hybrid") and text is None:
+            raise ValueError(f"search mode {mode!r} needs a query text (text=...)")
+        dense_vec = as_floats(dense) if dense is not None and mode != "sparse" else None
+        if dense_vec is not None and len(dense_vec) != self.dim(name):
+            raise CollectionMismatch(
+                f"Query vector has {len(dense_vec)} dims but collection {name!r} stores "
+                f"{self.dim(name)}-dim vectors; query with the embedder the collection was built with."
+            )
+        sparse_vec = encode_query(text) if text is not None and mode != "dense" else None
+        if not sparse_vec:
+            if mode == "sparse":
+                return []
+            mode = "dense"
+        if flt is None or flt.path_glob is None:
+            return self._query(name, dense_vec, sparse_vec, mode, k, flt)
+        limit = max(4 * k, 32)
+        while True:
+            hits = self._query(name, dense_vec, sparse_vec, mode, limit, flt)
+            matched = [h for h in hits if flt.matches_glob(_source(h))]
+            if len(matched) >= k or len(hits) < limit or limit >= GLOB_MAX_CANDIDATES:
+                return matched[:k]
+            limit = min(limit * 4, GLOB_MAX_CANDIDATES)
+
+    def dim(self, name: str) -> int:
+        """Dense vector size of ``name``; :class:`CollectionNotFound` if it does not exist."""
+        if name not in self._dims:
+            self._dims[name] = self._load_dim(name)
+        return self._dims[name]
+
+    @abstractmethod
+    def build_index(self, name: str) -> None:
+        """Finish a bulk load (build HNSW / let the optimizer run)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files, locks and connections; the store is unusable afterwards."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Human-readable location, e.g. "embedded store at PATH" or "Qdrant server at URL"."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _not_found(self, name: str) -> CollectionNotFound:
+        return CollectionNotFound(
+            f"Collection {name!r} does not exist in {self.describe()}; "
+            "run `rag index` to create it (existing: "
+            f"{', '.join(self.collections()) or 'none'})."
+        )
+
+    # ----- backend hooks ----------------------------------------------------------------
+    @abstractmethod
+    def _create(self, name: str, dim: int, meta: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def _drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def _load_dim(self, name: str) -> int: ...
+
+    @abstractmethod
+    def _upsert_batch(self, name: str, batch: list[tuple[Point, list[float], SparseVec]]) -> None: ...
+
+    @abstractmethod
+    def _delete_ids(self, name: str, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def _retrieve(self, name: str, ids: list[str]) -> list[Hit]: ...
+
+    @abstractmethod
+    def _query(
+        self,
+        name: str,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        mode: str,
+        limit: int,
+        flt: SearchFilter | None,
+    ) -> list[Hit]: ...
+
+
+def check_name(name: str) -> None:
+    """ValueError unless ``name`` is a safe collection name (also a directory name)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"Invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "not starting with '.' or '-'"
+        )
+
+
+def prefetch_limit(limit: int) -> int:
+    """Candidates each hybrid prefetch fetches for a fused ``limit``."""
+    return max(HYBRID_PREFETCH_MIN, limit * HYBRID_PREFETCH_FACTOR)
+
+
+def _source(hit: Hit) -> str:
+    meta = hit.payload.get("metadata") or {}
+    return str(meta.get("source", ""))
