@@ -213,6 +213,10 @@ class Indexer:
         report.removed = self._remove_missing(roots, seen, state)
         if report.chunks:
             self.store.build_index(self.collection)
+        known = self.store.collection_meta(self.collection).get("roots", [])
+        self.store.update_collection_meta(self.collection, {
+            "last_indexed": time.time(), "roots": sorted(set(known) | {str(r) for r in roots}),
+        })
         report.seconds = round(time.perf_counter() - start, 3)
         logger.info("indexed %d files (%d chunks), %d unchanged, %d removed, %d failed in %.1fs",
                     report.indexed, report.chunks, report.unchanged, report.removed, len(report.failed),

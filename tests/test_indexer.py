@@ -48,6 +48,8 @@ def test_index_reports_good_and_bad_files(default_embedder, store, corpus):
     assert "binary" in failed["blob.txt"].lower()
     assert "100" in failed["huge.md"] or "large" in failed["huge.md"].lower()
     assert store.count("docs") == report.chunks >= 5
+    meta = store.collection_meta("docs")
+    assert meta["roots"] == [str(corpus)] and time.time() - meta["last_indexed"] < 60
     sources = {p["metadata"]["source"] for _, p in store.iter_payloads("docs", ["metadata.source"])}
     assert {Path(s).name for s in sources} == {"qdrant.md", "bread.txt", "planets.html", "music.pdf", "hiking.docx"}
 

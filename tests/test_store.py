@@ -430,3 +430,20 @@ def test_payload_helpers() -> None:
     with pytest.raises(ValueError, match="chunk_index=3"):
         make_payload("t", source="/a", root="/", chunk_index=3, chunk_count=2, start=0, end=1,
                      title="a", file_type="md", mtime=0.0, content_hash="")
+
+
+def test_update_collection_meta_merges_and_persists(tmp_path):
+    from indexer.store import EdgeStore, QdrantClientStore
+
+    from qdrant_client import QdrantClient
+
+    for make in (lambda: EdgeStore(tmp_path / "edge"), lambda: QdrantClientStore(QdrantClient(path=str(tmp_path / "local")))):
+        store = make()
+        store.create_collection("c", 4, {"a": 1})
+        store.update_collection_meta("c", {"last_indexed": 123.5, "roots": ["/x"]})
+        store.close()
+        store = make()
+        assert store.collection_meta("c") == {"a": 1, "last_indexed": 123.5, "roots": ["/x"]}
+        with pytest.raises(Exception, match="missing"):
+            store.update_collection_meta("missing", {"a": 2})
+        store.close()

@@ -191,6 +191,13 @@ class VectorStore(ABC):
     def collection_meta(self, name: str) -> dict[str, Any] | None:
         """The meta dict stored by :meth:`create_collection`; None if ``name`` does not exist."""
 
+    def update_collection_meta(self, name: str, changes: dict[str, Any]) -> None:
+        """Merge ``changes`` (JSON-able, top-level keys) into the meta of existing collection ``name``."""
+        check_name(name)
+        if self.collection_meta(name) is None:
+            raise self._not_found(name)
+        self._update_meta(name, json.loads(json.dumps(changes)))
+
     def drop_collection(self, name: str) -> None:
         """Delete ``name`` and all its points; no-op when it does not exist."""
         check_name(name)
@@ -325,6 +332,9 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _drop(self, name: str) -> None: ...
+
+    @abstractmethod
+    def _update_meta(self, name: str, changes: dict[str, Any]) -> None: ...
 
     @abstractmethod
     def _load_dim(self, name: str) -> int: ...

@@ -158,6 +158,10 @@ class QdrantClientStore(VectorStore):
         return self._location
 
     # ----- backend hooks ----------------------------------------------------------------
+    def _update_meta(self, name: str, changes: dict[str, Any]) -> None:
+        meta = {**(self.collection_meta(name) or {}), **changes}
+        self._call(name, "update collection metadata", self.client.update_collection, name, metadata=meta)
+
     def _create(self, name: str, dim: int, meta: dict[str, Any]) -> None:
         self._call(
             name, "create collection", self.client.create_collection, name,

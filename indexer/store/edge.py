@@ -181,6 +181,16 @@ class EdgeStore(VectorStore):
             self._sidecars[name] = sidecar
             self._shards[name] = shard
 
+    def _update_meta(self, name: str, changes: dict[str, Any]) -> None:
+        with self._mutex:
+            sidecar = dict(self._sidecar(name))
+            sidecar["meta"] = {**sidecar["meta"], **changes}
+            path = self.data_dir / name / SIDECAR
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, path)  # atomic: a crash leaves the old or the new meta, never half
+            self._sidecars[name] = sidecar
+
     def _drop(self, name: str) -> None:
         with self._mutex:
             self._check_open()
