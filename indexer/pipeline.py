@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,8 +167,13 @@ class Indexer:
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
-            recreate: bool = False, progress: bool = True) -> IndexReport:
-        """Index ``roots`` (folders or files) into the collection; returns what was done."""
+            recreate: bool = False, progress: bool = True,
+            on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
+        """Index ``roots`` (folders or files) into the collection; returns what was done.
+
+        ``progress`` shows a terminal progress bar; ``on_progress(files_done, files_total)`` is
+        called after each file (for a UI progress bar).
+        """
         start = time.perf_counter()
         report = IndexReport(self.collection)
         roots = [Path(r).expanduser().resolve() for r in roots]
@@ -187,8 +192,10 @@ class Indexer:
             pending_writes: list[Future] = []
             batch: list[tuple[Point, str]] = []
             finishing: list[_Parsed] = []
-            for parsed in self._parsed_in_order(entries, state, parse_pool):
+            for done, parsed in enumerate(self._parsed_in_order(entries, state, parse_pool), start=1):
                 bar.update(1)
+                if on_progress is not None:
+                    on_progress(done, len(entries))
                 if parsed.error:
                     report.failed.append(FileFailure(str(parsed.entry.path), parsed.error))
                     logger.warning("skipped %s: %s", parsed.entry.path, parsed.error)

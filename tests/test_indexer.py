@@ -40,7 +40,10 @@ def corpus(tmp_path) -> Path:
 
 
 def test_index_reports_good_and_bad_files(default_embedder, store, corpus):
-    report = Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
+    calls = []
+    report = Indexer(default_embedder, store, "docs", SETTINGS).run(
+        [corpus], progress=False, on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 7) for i in range(1, 8)]  # huge.md never reaches the parser
     assert report.files_seen == 8
     assert report.indexed == 5 and report.unchanged == 0
     failed = {Path(f.path).name: f.reason for f in report.failed}
