@@ -161,6 +161,20 @@ class Embedder:
         return self.tokenizer(list(texts), max_length=self.max_length, truncation=True, padding=False,
                               return_attention_mask=False)["input_ids"]
 
+    def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""
+        enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        mask = enc["attention_mask"].to(self.device)  # (batch, seq)
+        hidden = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask).last_hidden_state
+        return F.normalize(pool(self.spec.pooling, hidden, mask).float(), p=2, dim=-1), mask.shape[1]
+
+    def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed already-formatted texts in one batch, keeping the autograd graph (for training).
+
+        (n,) texts -> (n, dim) float32, L2-normalised, same recipe as :meth:`encode`.
+        """
+        return self._forward(self.tokenize(texts))[0]
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         """Embed already-formatted texts: sorted by length, batched by token budget, order restored."""
@@ -171,12 +185,9 @@ class Embedder:
         padded = 0
         batches = plan_batches(lengths, self.batch_tokens)
         for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress, leave=False):
-            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, padding=True, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            vectors = F.normalize(pool(self.spec.pooling, hidden, enc["attention_mask"]).float(), p=2, dim=-1)
+            vectors, width = self._forward([ids[i] for i in batch])
             out[batch] = vectors.cpu().numpy()  # (batch, dim)
-            padded += enc["input_ids"].numel()
+            padded += width * len(batch)
         self.last_stats = EncodeStats(len(ids), sum(lengths), padded, time.perf_counter() - start)
         if texts:
             logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(ids), sum(lengths),
