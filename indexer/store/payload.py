@@ -34,9 +34,10 @@ ignores payload indexes and filters by scanning):
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import PurePath
 from typing import TypedDict
+
+from indexer.ids import point_id
 
 CONTENT_KEY = "page_content"
 METADATA_KEY = "metadata"
@@ -54,8 +55,6 @@ INDEXED_FIELDS: dict[str, str] = {
     MTIME_FIELD: "float",
 }
 
-# Namespace for deterministic chunk ids (uuid5 of source + chunk index).
-_CHUNK_NAMESPACE = uuid.UUID("5b0d3c3e-6f53-4f4e-9a51-7d0f2a8c1e42")
 
 
 class ChunkMetadata(TypedDict):
@@ -101,12 +100,13 @@ def normalize_file_type(value: str) -> str:
     return value.strip().lower().lstrip(".")
 
 
-def chunk_id(source: str | os.PathLike[str], chunk_index: int) -> str:
-    """Deterministic point id (UUID string) for chunk ``chunk_index`` of ``source``.
+def chunk_id(source: str | os.PathLike[str], chunk_index: int, content_hash: str = "") -> str:
+    """Deterministic point id (UUID string) of chunk ``chunk_index`` of ``source``'s content.
 
-    Re-indexing a file therefore overwrites its points instead of duplicating them.
+    The same id scheme as the indexer's (:func:`indexer.ids.point_id`): re-indexing the same
+    content overwrites its points instead of duplicating them.
     """
-    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{normalize_path(source)}\x00{chunk_index}"))
+    return point_id(normalize_path(source), chunk_index, content_hash)
 
 
 def make_payload(
