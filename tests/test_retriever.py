@@ -51,3 +51,21 @@ def test_documents_carry_metadata_score_and_filters(searcher):
     assert top.metadata["score"] >= docs[1].metadata["score"] and top.metadata["rank"] == 1
     only_md = IndexRetriever(searcher=searcher, k=3, filter=SearchFilter(file_types=("md",)))
     assert {d.metadata["file_type"] for d in only_md.invoke("violin")} == {"md"}
+
+
+def test_server_collection_opens_in_langchain_qdrant(default_embedder, tmp_path):
+    """The payload contract is langchain-qdrant's: its own vector store reads our collection."""
+    from langchain_qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    from embedder.langchain import InstructEmbeddings
+    from indexer.store import QdrantClientStore
+
+    client = QdrantClient(":memory:")
+    store = QdrantClientStore(client)
+    Indexer(default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)).run(
+        [make_corpus(tmp_path / "docs", bad=False)], progress=False)
+    lc_store = QdrantVectorStore(client=client, collection_name="docs", vector_name="dense",
+                                 embedding=InstructEmbeddings(default_embedder, task="question_answering"))
+    [doc] = lc_store.similarity_search("which instruments did the orchestra rehearse?", k=1)
+    assert doc.metadata["source"].endswith("music.pdf") and "violin" in doc.page_content
