@@ -11,6 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from .finetune_cli import add_finetune_parser, cmd_eval, cmd_finetune
 from .settings import Settings
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show collections, point counts, fingerprints and the store")
     p.add_argument("--json", action="store_true")
     _common(p)
+
+    add_finetune_parser(sub, _common)
 
     p = sub.add_parser("ui", help="open the Streamlit search page")
     p.add_argument("--port", type=int, default=8501)
@@ -201,11 +204,13 @@ def cmd_ui(args, settings: Settings) -> int:
     print(f"Search UI: http://{args.host}:{args.port}")
     cmd = [sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+           "--server.fileWatcherType", "none"]
     return subprocess.call(cmd, env=env)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "ui": cmd_ui}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "ui": cmd_ui,
+            "finetune": cmd_finetune, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,129 @@
+"""``rag finetune ...`` and ``rag eval``: argument wiring over :mod:`finetune`."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from .settings import Settings
+
+
+def add_finetune_parser(sub, common) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a LoRA adapter on your own collection")
+    steps = p.add_subparsers(dest="step", required=True)
+    for name, text in [("generate", "sample chunks and write synthetic queries with a local LLM"),
+                       ("refine", "drop malformed, duplicate and false-positive queries"),
+                       ("mine", "add hard negatives (with a false-negative guard)"),
+                       ("train", "split, train the LoRA adapter, evaluate before/after"),
+                       ("run", "all of the above")]:
+        s = steps.add_parser(name, help=text)
+        s.add_argument("--workdir", type=Path, help="work folder (default: DATA_DIR/finetune/COLLECTION)")
+        if name in ("generate", "run"):
+            s.add_argument("--passages", type=int, default=200, help="chunks to sample (default 200)")
+            s.add_argument("--generator", default="smollm2", help="chat model folder/.gguf, or smollm2")
+            s.add_argument("--tasks", default="question,keywords,claim", help="query types")
+            s.add_argument("--gen-batch", type=int, default=8)
+        if name in ("refine", "run"):
+            s.add_argument("--top-k", type=int, default=10, help="false-positive filter: positive in top k")
+        if name in ("mine", "run"):
+            s.add_argument("--negatives", type=int, default=3)
+            s.add_argument("--margin", type=float, default=0.95, help="skip candidates above margin x positive")
+        if name in ("train", "run"):
+            s.add_argument("--out", type=Path, help="adapter folder (default: WORKDIR/adapter)")
+            s.add_argument("--heldout", type=float, default=0.2, help="fraction of passages held out")
+            s.add_argument("--epochs", type=int, default=1)
+            s.add_argument("--batch-size", type=int, default=16)
+            s.add_argument("--lr", type=float, default=2e-4)
+            s.add_argument("--temperature", type=float, default=0.02)
+            s.add_argument("--lora-r", type=int, default=8)
+            s.add_argument("--max-steps", type=int)
+        s.add_argument("--json", action="store_true")
+        common(s)
+
+    p = sub.add_parser("eval", help="retrieval metrics on a BEIR-format folder")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
+    p.add_argument("--task", help="named instruction for the queries")
+    p.add_argument("--instruction", help="custom instruction text")
+    p.add_argument("--json", action="store_true")
+    common(p)
+
+
+def sample_passages(store, collection: str, n: int, seed: int = 0, min_words: int = 20) -> dict[str, str]:
+    """``n`` random chunks (point id -> text) of a collection, skipping very short ones."""
+    rows = [(pid, p.get("page_content", "")) for pid, p in store.iter_payloads(collection, ["page_content"])]
+    rows = [(pid, text) for pid, text in rows if len(text.split()) >= min_words]
+    if not rows:
+        raise ValueError(f"Collection {collection!r} has no chunks of {min_words}+ words: index documents first.")
+    random.Random(seed).shuffle(rows)
+    return dict(sorted(rows[:n]))
+
+
+def cmd_finetune(args, settings: Settings) -> int:
+    from embedder import Embedder
+    from finetune import run
+    from finetune.generate import QueryGenerator
+    from finetune.train import TrainConfig
+
+    workdir = args.workdir or settings.data_dir / "finetune" / settings.collection
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: dict = {"workdir": str(workdir)}
+    if args.step in ("generate", "run"):
+        if not (workdir / "passages.jsonl").exists():
+            from .services import build_store
+
+            store = build_store(settings)
+            try:
+                passages = sample_passages(store, settings.collection, args.passages)
+            finally:
+                store.close()
+            run._write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
+        generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
+        out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
+        del generator
+    embedder = Embedder.from_config(settings.embedder_config()) if args.step != "generate" else None
+    if args.step in ("refine", "run"):
+        out["refine"] = run.step_refine(workdir, embedder, top_k=args.top_k).steps
+    if args.step in ("mine", "run"):
+        out["mined"] = run.step_mine(workdir, embedder, n_negatives=args.negatives, margin=args.margin)
+    if args.step in ("train", "run"):
+        out["split"] = run.step_split(workdir, heldout_fraction=args.heldout)
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             temperature=args.temperature, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                             max_steps=args.max_steps)
+        adapter = args.out or workdir / "adapter"
+        card = run.step_train(workdir, embedder, adapter, config, progress=not args.json)
+        out.update(adapter=str(adapter), eval=card["eval_heldout"])
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"work folder {workdir}")
+        for key, value in out.items():
+            if key != "workdir":
+                print(f"  {key}: {json.dumps(value)}")
+        if "eval" in out:
+            print(f"use it: RAG_ADAPTER={out['adapter']} rag index PATH --recreate")
+    return 0
+
+
+def cmd_eval(args, settings: Settings) -> int:
+    from finetune.beir import load_beir
+
+    from .evaluate import run_eval
+    from .services import build_embedder
+
+    dataset = load_beir(args.dataset, split=args.split)
+    embedder = None if args.mode == "sparse" else build_embedder(settings)
+    result = run_eval(embedder, dataset, mode=args.mode, task=args.task or settings.task,
+                      instruction=args.instruction or settings.instruction)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{dataset.name or args.dataset}: {result['n_queries']} queries, {result['n_docs']} documents, "
+          f"mode {args.mode}, {result['seconds']:.1f}s")
+    for name, value in result["metrics"].items():
+        print(f"  {name:<11} {value:.4f}")
+    return 0
+

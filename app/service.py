@@ -1,0 +1,381 @@
+"""What the search page talks to: one :class:`SearchService` per store, built from the settings.
+
+It holds the embedder, the store and one :class:`~indexer.search.Searcher` per collection, and
+turns every failure the page can meet into a :class:`ServiceError` whose message says what to do
+next (no index yet, store locked or server down, collection built with another model, a file
+outside the indexed folders). Indexing from the page runs here, in the same process, so it never
+fights the embedded store's single-process lock.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from embedder import Embedder, EmbedderError
+from indexer.extract import ExtractionError, extract
+from indexer.pipeline import Indexer, IndexReport
+from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
+from indexer.store import CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
+
+from .services import build_embedder, build_store, index_settings
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: UI mode name -> engine mode ("keyword" is BM25, i.e. sparse).
+MODES = {"dense": "dense", "hybrid": "hybrid", "keyword": "sparse", "sparse": "sparse"}
+PREVIEW_CHARS = 20_000
+MAX_FOLDERS = 500
+_OPTION_FIELDS = ["metadata.file_type", "metadata.dirs", "metadata.root"]
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i in is it of on or the to what when where "
+    "which who why with".split()
+)
+
+
+class ServiceError(Exception):
+    """A problem shown to the user as a message, never a traceback."""
+
+
+class NoIndexYet(ServiceError):
+    """The collection does not exist yet."""
+
+
+class StoreUnavailable(ServiceError):
+    """The store cannot be used: embedded store locked by another process, server unreachable..."""
+
+
+class ModelMismatch(ServiceError):
+    """The collection was built with another embedder (or chunking)."""
+
+
+class PreviewRefused(ServiceError):
+    """The path is not a file under one of the collection's indexed folders."""
+
+
+class BadRequest(ServiceError):
+    """The input cannot be used (unknown task, missing folder...)."""
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    """What the sidebar shows about one collection."""
+
+    name: str
+    store: str
+    exists: bool
+    points: int = 0
+    fingerprint: dict = field(default_factory=dict)
+    last_indexed: float | None = None
+    roots: list[str] = field(default_factory=list)
+    chunk_tokens: int | None = None
+    error: str | None = None     # mismatch with the loaded model, unreadable store...
+
+    @property
+    def last_indexed_text(self) -> str:
+        if not self.last_indexed:
+            return "never"
+        return datetime.fromtimestamp(self.last_indexed).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """Filter choices taken from the collection's own payloads."""
+
+    file_types: list[str]
+    folders: list[str]
+    roots: list[str]
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A source file's extracted text (cut at :data:`PREVIEW_CHARS`)."""
+
+    path: str
+    title: str
+    file_type: str
+    text: str
+    truncated: bool
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn library exceptions into :class:`ServiceError` subclasses with next-step messages."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except (NoIndex, CollectionNotFound) as exc:
+        raise NoIndexYet(f"{exc} — or use “Index a folder” in the sidebar.") from exc
+    except CollectionMismatch as exc:
+        raise ModelMismatch(str(exc)) from exc
+    except StoreError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    except EmbedderError as exc:
+        raise ServiceError(f"The embedding model cannot be used: {exc}") from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def within(path: Path, root: Path) -> bool:
+    """True when resolved ``path`` is ``root`` or lies under it."""
+    return path == root or root in path.parents
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of ``query`` worth highlighting (2+ characters, no stopwords), in order, unique."""
+    words = (w.lower() for w in re.findall(r"\w+", query))
+    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
+
+
+def highlight(text: str, query: str) -> str:
+    """``text`` as safe HTML with words starting with a query term wrapped in ``<mark>``.
+
+    Every piece of ``text`` is HTML-escaped before any markup is added, so a chunk can never
+    inject tags; ``$`` is escaped too so that no renderer takes it for LaTeX.
+    """
+    def esc(s: str) -> str:
+        return html.escape(s).replace("$", "&#36;")
+
+    terms = query_terms(query)
+    if not terms:
+        return esc(text)
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\w*", re.IGNORECASE)
+    out, pos = [], 0
+    for m in pattern.finditer(text):
+        out.append(esc(text[pos:m.start()]))
+        out.append(f"<mark>{esc(m.group(0))}</mark>")
+        pos = m.end()
+    out.append(esc(text[pos:]))
+    return "".join(out)
+
+
+class SearchService:
+    """Search, context, preview, filter options, status and indexing over one store."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self._searchers: dict[str, Searcher] = {}
+        self._options: dict[str, FilterOptions] = {}
+        self._lock = threading.Lock()          # guards the caches
+        self._index_lock = threading.Lock()    # one indexing run at a time
+
+    @classmethod
+    def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> SearchService:
+        """Open the store and load the model (unless ``embedder`` is given) that ``settings`` name."""
+        with friendly_errors():
+            store = build_store(settings)
+        try:
+            with friendly_errors():
+                embedder = embedder or build_embedder(settings)
+        except BaseException:
+            store.close()
+            raise
+        return cls(settings, embedder, store)
+
+    # -- what is loaded ---------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.embedder.spec.name
+
+    @property
+    def instructed(self) -> bool:
+        """Whether the model formats queries with a task instruction (decoder models)."""
+        return bool(self.embedder.spec.instructed)
+
+    @property
+    def location(self) -> str:
+        """``embedded store at PATH`` or ``Qdrant server at URL``."""
+        return self.store.describe()
+
+    def collections(self) -> list[str]:
+        """Existing collection names."""
+        with friendly_errors():
+            return self.store.collections()
+
+    def _name(self, collection: str | None) -> str:
+        return collection or self.settings.collection
+
+    def searcher(self, collection: str | None = None) -> Searcher:
+        name = self._name(collection)
+        with self._lock:
+            if name not in self._searchers:
+                self._searchers[name] = Searcher(self.embedder, self.store, name)
+            return self._searchers[name]
+
+    def meta(self, collection: str | None = None) -> dict:
+        """The collection's metadata after checking it matches the model; raises ServiceError."""
+        with friendly_errors():
+            return self.searcher(collection).check()
+
+    # -- sidebar ----------------------------------------------------------------------------------
+    def status(self, collection: str | None = None) -> CollectionStatus:
+        """Point count, fingerprint, last indexed time and roots; never raises for a bad collection."""
+        name = self._name(collection)
+        with friendly_errors():
+            meta = self.store.collection_meta(name)
+        if meta is None:
+            return CollectionStatus(name, self.location, exists=False)
+        error = None
+        try:
+            self.meta(name)
+            with friendly_errors():
+                points = self.store.count(name)
+        except ServiceError as exc:
+            error, points = str(exc), 0
+        return CollectionStatus(
+            name, self.location, exists=True, points=points, fingerprint=meta.get("fingerprint") or {},
+            last_indexed=meta.get("last_indexed"), roots=list(meta.get("roots") or []),
+            chunk_tokens=meta.get("chunk_tokens"), error=error,
+        )
+
+    def filter_options(self, collection: str | None = None) -> FilterOptions:
+        """File types and folders (under the indexed roots) present in the collection; cached."""
+        name = self._name(collection)
+        with self._lock:
+            if name in self._options:
+                return self._options[name]
+        meta = self.meta(name)
+        types: set[str] = set()
+        folders: set[str] = set()
+        with friendly_errors():
+            for _, payload in self.store.iter_payloads(name, _OPTION_FIELDS):
+                md = payload.get("metadata", {})
+                if md.get("file_type"):
+                    types.add(md["file_type"])
+                root = md.get("root")
+                if root:
+                    under = root.rstrip("/") + "/"
+                    folders.update(d for d in md.get("dirs", []) if d == root or d.startswith(under))
+        options = FilterOptions(sorted(types), sorted(folders)[:MAX_FOLDERS], list(meta.get("roots") or []))
+        with self._lock:
+            self._options[name] = options
+        return options
+
+    # -- searching --------------------------------------------------------------------------------
+    @staticmethod
+    def make_filter(folder: str | None = None, glob: str | None = None, file_types: list[str] | tuple = (),
+                    modified_after: date | datetime | None = None) -> SearchFilter | None:
+        """A SearchFilter from the page's inputs, or None when nothing is restricted."""
+        after = None
+        if modified_after is not None:
+            day = modified_after if isinstance(modified_after, datetime) else datetime.combine(
+                modified_after, datetime.min.time())
+            after = day.timestamp()
+        glob = (glob or "").strip() or None
+        if not (folder or glob or file_types or after):
+            return None
+        return SearchFilter(path_prefix=folder or None, path_glob=glob, file_types=tuple(file_types),
+                            modified_after=after)
+
+    def query_text(self, query: str, task: str | None = None, instruction: str | None = None) -> str:
+        """Exactly what the model embeds for ``query`` (instruction formatting on decoders only)."""
+        with friendly_errors():
+            return self.embedder.format_query(query, instruction=instruction or None, task=task)
+
+    def search(self, query: str, collection: str | None = None, *, k: int = 10, mode: str = "dense",
+               task: str | None = None, instruction: str | None = None,
+               flt: SearchFilter | None = None) -> SearchResponse:
+        """Top ``k`` chunks; ``mode`` is dense, hybrid or keyword (= sparse)."""
+        if not query.strip():
+            raise BadRequest("Type a query first.")
+        if mode not in MODES:
+            raise BadRequest(f"Unknown mode {mode!r}; choose dense, hybrid or keyword.")
+        with friendly_errors():
+            return self.searcher(collection).search(query, k=int(k), mode=MODES[mode], task=task,
+                                                    instruction=instruction or None, flt=flt)
+
+    def context(self, result: SearchResult, collection: str | None = None, before: int = 1,
+                after: int = 1) -> list[SearchResult]:
+        """The chunks around ``result`` in its file, in order (``result`` included)."""
+        with friendly_errors():
+            return self.searcher(collection).neighbours(result, before, after)
+
+    def preview(self, path: str | Path, collection: str | None = None) -> Preview:
+        """The text of ``path``, only if it resolves to a file under one of the indexed roots.
+
+        Symlinks and ``..`` are resolved first, so neither can lead outside; anything else raises
+        :class:`PreviewRefused`.
+        """
+        raw = str(path).strip()
+        if not raw:
+            raise PreviewRefused("Enter the absolute path of an indexed file.")
+        roots = [Path(r).resolve() for r in self.meta(collection).get("roots") or []]
+        if not roots:
+            raise PreviewRefused("This collection records no indexed folders; re-index it to enable previews.")
+        candidate = Path(raw).expanduser()
+        if not candidate.is_absolute():
+            raise PreviewRefused(f"{raw!r} is not an absolute path; previews need an indexed file's full path.")
+        try:
+            target = candidate.resolve()
+        except (OSError, RuntimeError) as exc:  # symlink loop
+            raise PreviewRefused(f"Cannot resolve {raw}: {exc}") from exc
+        if not any(within(target, root) for root in roots):
+            raise PreviewRefused(
+                f"Refused: {raw} is outside the indexed folders ({', '.join(map(str, roots))}); "
+                "only files under them can be previewed.")
+        if not target.is_file():
+            raise PreviewRefused(f"{raw} is not a file (or no longer exists); re-index to refresh the results.")
+        try:
+            doc = extract(target, max_bytes=int(self.settings.max_file_mb * 1024 * 1024))
+        except ExtractionError as exc:
+            raise ServiceError(f"Cannot preview {raw}: {exc.reason}") from exc
+        text = doc.text
+        return Preview(str(target), doc.title, doc.file_type, text[:PREVIEW_CHARS], len(text) > PREVIEW_CHARS)
+
+    # -- indexing ---------------------------------------------------------------------------------
+    def index_folder(self, path: str | Path, collection: str | None = None,
+                     on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
+        """Index ``path`` (folder or file) into the collection in this process; refreshes the caches."""
+        raw = str(path).strip()
+        if not raw:
+            raise BadRequest("Enter the folder to index.")
+        folder = Path(raw).expanduser()
+        if not folder.exists():
+            raise BadRequest(f"{folder} does not exist on the machine running the UI; enter an existing folder.")
+        name = self._name(collection)
+        if not self._index_lock.acquire(blocking=False):
+            raise BadRequest("Another folder is being indexed; wait for it to finish.")
+        try:
+            with friendly_errors():
+                indexer = Indexer(self.embedder, self.store, name, index_settings(self.settings))
+                report = indexer.run([folder], progress=False, on_progress=on_progress)
+        finally:
+            self._index_lock.release()
+            with self._lock:
+                self._options.pop(name, None)
+                self._searchers.pop(name, None)
+        log.info("indexed %s into %s: %d files, %d chunks", folder, name, report.indexed, report.chunks)
+        return report
+
+    def close(self) -> None:
+        """Release the store (and its lock)."""
+        self.store.close()
+
+
+def stitch_context(hit: SearchResult, chunks: list[SearchResult]) -> tuple[str, str, str]:
+    """``(before, hit text, after)`` from ``hit`` and its neighbours, overlaps removed.
+
+    Chunks are exact slices of the file's extracted text (``start``/``end`` offsets), so the part
+    of a neighbour that overlaps the hit is cut off instead of shown twice.
+    """
+    start, end = hit.metadata.get("start", 0), hit.metadata.get("end", 0)
+    index = hit.metadata.get("chunk_index", 0)
+    before, after = [], []
+    for c in chunks:
+        i, cs = c.metadata.get("chunk_index", 0), c.metadata.get("start", 0)
+        if i < index:
+            before.append(c.text[: max(0, start - cs)] if cs < start else c.text)
+        elif i > index:
+            after.append(c.text[max(0, end - cs):] if cs < end else c.text)
+    return "\n".join(before).rstrip(), hit.text, "\n".join(after).lstrip()

@@ -1,0 +1,187 @@
+"""The fine-tuning loop as steps over a work folder, each resumable and rerunnable on its own.
+
+    workdir/passages.jsonl      {"_id", "text"}: sampled chunks of the user's collection (input)
+    workdir/generated.jsonl     generate: one query per (passage, task type), by a local LLM
+    workdir/refined.jsonl       refine: malformed, duplicate, repetitive-passage, false-positive filters
+    workdir/mined.jsonl         mine: hard negatives with a false-negative guard
+    workdir/train.jsonl         split: training queries; workdir/heldout/ a BEIR folder of held-out ones
+    workdir/report.json         counts of every step, eval before/after
+    <adapter>/                  train: the LoRA adapter, rag_adapter.json, training_card.json, README.md
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from embedder import Embedder
+
+from .beir import BeirDataset, load_beir, write_beir
+from .evaluate import dense_rankings
+from .generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
+from .metrics import compute_metrics
+from .refine import (
+    Example,
+    RefineReport,
+    dedupe_queries,
+    drop_malformed,
+    drop_repetitive_passages,
+    filter_false_positives,
+    mine_hard_negatives,
+)
+from .train import TrainConfig, train_adapter
+
+logger = logging.getLogger(__name__)
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _need(path: Path, step: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `rag finetune {step}` first.")
+    return path
+
+
+def load_passages(workdir: Path) -> dict[str, str]:
+    return {r["_id"]: r["text"] for r in read_jsonl(_need(workdir / "passages.jsonl", "generate"))}
+
+
+def _examples(path: Path) -> list[Example]:
+    return [Example(r["query"], r["positive_id"], r["task"], r.get("hard_negative_ids", [])) for r in read_jsonl(path)]
+
+
+def _rows(examples: list[Example]) -> list[dict]:
+    return [{**asdict(ex), "instruction_task": QUERY_TASKS[ex.task].instruction_task} for ex in examples]
+
+
+def _update_report(workdir: Path, key: str, value) -> dict:
+    path = workdir / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report[key] = value
+    path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _embed(embedder: Embedder, examples: list[Example], passages: dict[str, str]):
+    """Query vectors (each with its task's instruction) and passage vectors."""
+    ids = list(passages)
+    p_vecs = embedder.embed_documents([passages[i] for i in ids], show_progress=True)
+    q_vecs = np.zeros((len(examples), p_vecs.shape[1]), dtype=np.float32)
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_task[QUERY_TASKS[ex.task].instruction_task].append(i)
+    for task, rows in by_task.items():
+        q_vecs[rows] = embedder.embed_queries([examples[i].query for i in rows], task=task)
+    return q_vecs, p_vecs, ids
+
+
+# -- steps ------------------------------------------------------------------------------------------
+def step_generate(workdir: Path, generator: QueryGenerator, tasks=tuple(QUERY_TASKS), progress=True) -> int:
+    """Write queries for every passage (resumes where a previous run stopped)."""
+    written = generate_queries(generator, load_passages(workdir), workdir / "generated.jsonl", tasks, progress)
+    _update_report(workdir, "generated", len(read_jsonl(workdir / "generated.jsonl")))
+    return written
+
+
+def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineReport:
+    """Drop repetitive passages, malformed and duplicate queries, and false positives."""
+    report = RefineReport()
+    passages, _ = drop_repetitive_passages(load_passages(workdir), report=report)
+    examples = [ex for ex in _examples(_need(workdir / "generated.jsonl", "generate")) if ex.positive_id in passages]
+    examples, _ = drop_malformed(examples, passages, report=report)
+    examples, _ = dedupe_queries(examples, report=report)
+    if examples:
+        q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
+        examples, _ = filter_false_positives(examples, q_vecs, p_vecs, ids, top_k=top_k, report=report)
+    _write_jsonl(workdir / "refined.jsonl", _rows(examples))
+    _update_report(workdir, "refine", report.steps)
+    logger.info("refined: %d examples kept", len(examples))
+    return report
+
+
+def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: float = 0.95) -> int:
+    """Add hard negatives to each refined example, skipping likely false negatives."""
+    passages = load_passages(workdir)
+    examples = _examples(_need(workdir / "refined.jsonl", "refine"))
+    report = RefineReport()
+    q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
+    mined, _ = mine_hard_negatives(examples, q_vecs, p_vecs, ids, n_negatives=n_negatives, margin=margin,
+                                   passages=passages, report=report)
+    _write_jsonl(workdir / "mined.jsonl", _rows(mined))
+    _update_report(workdir, "mine", report.steps)
+    return len(mined)
+
+
+def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
+    """Hold out the queries of a random fraction of passages (no passage is in both splits)."""
+    rows = read_jsonl(_need(workdir / "mined.jsonl", "mine"))
+    pids = sorted({r["positive_id"] for r in rows})
+    random.Random(seed).shuffle(pids)
+    held = set(pids[: max(1, round(len(pids) * heldout_fraction))])
+    train = [r for r in rows if r["positive_id"] not in held]
+    test = [r for r in rows if r["positive_id"] in held]
+    _write_jsonl(workdir / "train.jsonl", train)
+    passages = load_passages(workdir)
+    queries = {f"q{i}": r["query"] for i, r in enumerate(test)}
+    dataset = BeirDataset(corpus={pid: ("", text) for pid, text in passages.items()}, queries=queries,
+                          qrels={f"q{i}": {r["positive_id"]: 1} for i, r in enumerate(test)}, name="heldout")
+    write_beir(workdir / "heldout", dataset)
+    _write_jsonl(workdir / "heldout" / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
+                                                       for i, r in enumerate(test)])
+    _update_report(workdir, "split", {"train": len(train), "heldout": len(test)})
+    return len(train), len(test)
+
+
+def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, float]:
+    """nDCG@10 etc. on the held-out queries, each embedded with its own task instruction."""
+    dataset = load_beir(_need(workdir / "heldout", "split"))
+    task_of = {r["_id"]: r["task"] for r in read_jsonl(workdir / "heldout" / "tasks.jsonl")}
+    rankings: dict[str, list[str]] = {}
+    for task in sorted(set(task_of.values())):
+        subset = BeirDataset(dataset.corpus, {q: t for q, t in dataset.queries.items() if task_of.get(q) == task},
+                             {q: r for q, r in dataset.qrels.items() if task_of.get(q) == task})
+        if subset.queries:
+            rankings.update(dense_rankings(embedder, subset, k=100, task=task))
+    return {k: round(v, 4) for k, v in compute_metrics(rankings, dataset.qrels).items()}
+
+
+def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: TrainConfig = TrainConfig(),
+               progress: bool = True) -> dict:
+    """Train the adapter; evaluate before and after on the held-out split; write the training card."""
+    passages = load_passages(workdir)
+    examples = read_jsonl(_need(workdir / "train.jsonl", "split"))
+    before = evaluate_heldout(embedder, workdir)
+    result = train_adapter(embedder, examples, passages, adapter_dir, config, progress=progress)
+    after = evaluate_heldout(embedder, workdir)
+    report = _update_report(workdir, "train", {"steps": result.steps, "seconds": result.seconds,
+                                               "first_loss": result.losses[:5], "last_loss": result.losses[-5:]})
+    report = _update_report(workdir, "eval", {"before": before, "after": after})
+    card = {"base_model": embedder.spec.name, "base_model_id": embedder.fingerprint.model_id,
+            "train_config": asdict(config), "data": {k: report.get(k) for k in
+                                                   ("generated", "refine", "mine", "split")},
+            "eval_heldout": {"before": before, "after": after}, "training": report["train"]}
+    (adapter_dir / "training_card.json").write_text(json.dumps(card, indent=2))
+    (adapter_dir / "README.md").write_text(_card_markdown(card))
+    return card
+
+
+def _card_markdown(card: dict) -> str:
+    before, after = card["eval_heldout"]["before"], card["eval_heldout"]["after"]
+    lines = [f"# LoRA adapter for {card['base_model']}", "",
+             f"Base weights id: `{card['base_model_id']}`. Load with `RAG_ADAPTER=<this folder>`.", "",
+             "## Held-out evaluation (generated queries on held-out passages)", "",
+             "| metric | before | after |", "|---|---|---|"]
+    lines += [f"| {m} | {before[m]:.4f} | {after[m]:.4f} |" for m in before]
+    lines += ["", "## Data", "", "```json", json.dumps(card["data"], indent=2), "```", "",
+              "## Hyper-parameters", "", "```json", json.dumps(card["train_config"], indent=2), "```", ""]
+    return "\n".join(lines)
