@@ -27,9 +27,11 @@ from .evaluate import dense_rankings
 from .generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
 from .metrics import compute_metrics
 from .refine import (
+    Dropped,
     Example,
     RefineReport,
     dedupe_queries,
+    normalize_text,
     drop_malformed,
     drop_repetitive_passages,
     filter_false_positives,
@@ -93,12 +95,22 @@ def step_generate(workdir: Path, generator: QueryGenerator, tasks=tuple(QUERY_TA
     return written
 
 
+def drop_prompt_copies(examples: list[Example], report: RefineReport) -> list[Example]:
+    """Drop queries that repeat one of the prompt's worked examples (a small LLM's habit)."""
+    shown = {normalize_text(text) for task in QUERY_TASKS.values() for pair in task.examples for text in pair}
+    kept = [ex for ex in examples if normalize_text(ex.query) not in shown]
+    dropped = [Dropped(ex, "copied_prompt_example") for ex in examples if normalize_text(ex.query) in shown]
+    report.record("drop_prompt_copies", len(examples), len(kept), dropped)
+    return kept
+
+
 def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineReport:
-    """Drop repetitive passages, malformed and duplicate queries, and false positives."""
+    """Drop repetitive passages, malformed, prompt-copied and duplicate queries, and false positives."""
     report = RefineReport()
     passages, _ = drop_repetitive_passages(load_passages(workdir), report=report)
     examples = [ex for ex in _examples(_need(workdir / "generated.jsonl", "generate")) if ex.positive_id in passages]
     examples, _ = drop_malformed(examples, passages, report=report)
+    examples = drop_prompt_copies(examples, report)
     examples, _ = dedupe_queries(examples, report=report)
     if examples:
         q_vecs, p_vecs, ids = _embed(embedder, examples, passages)

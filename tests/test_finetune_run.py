@@ -47,6 +47,7 @@ BAD = [
     ("violin", "question", "How many strings does a violin have?"),  # exact duplicate
     ("chess", "question", "What is the boiling point of espresso coffee?"),  # false positive: about coffee
     ("volcano", "claim", "A volcano erupts when molten rock called magma rises through cracks in the crust"),  # copied
+    ("coffee", "claim", "The Eiffel Tower was built for a world's fair."),  # the prompt's own example
 ]
 
 
@@ -67,7 +68,8 @@ def test_refine_mine_split_train_on_known_data(default_embedder, workdir):
     assert all(q not in queries for _, _, q in BAD[:2] + BAD[3:])
     assert sum(r["query"] == "How many strings does a violin have?" for r in refined) == 1
     steps = report.steps
-    assert steps["drop_malformed"]["in"] == 29 and steps["drop_malformed"]["in"] - steps["drop_malformed"]["kept"] >= 3
+    assert steps["drop_prompt_copies"]["copied_prompt_example"] == 1
+    assert steps["drop_malformed"]["in"] == 30 and steps["drop_malformed"]["in"] - steps["drop_malformed"]["kept"] >= 3
     assert steps["dedupe_queries"]["in"] - steps["dedupe_queries"]["kept"] >= 1
     assert steps["filter_false_positives"]["in"] - steps["filter_false_positives"]["kept"] >= 1
     assert 20 <= len(refined) <= 24
@@ -102,7 +104,7 @@ def test_steps_name_the_missing_previous_step(default_embedder, tmp_path):
 def test_cli_finetune_steps_and_eval(workdir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     assert main(["finetune", "refine", "--workdir", str(workdir), "--top-k", "2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["refine"]["drop_malformed"]["in"] == 29
+    assert json.loads(capsys.readouterr().out)["refine"]["drop_malformed"]["in"] == 30
     assert main(["finetune", "mine", "--workdir", str(workdir), "--negatives", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mined"] >= 20
     assert main(["finetune", "train", "--workdir", str(workdir), "--batch-size", "4", "--max-steps", "2",
