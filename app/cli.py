@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .finetune_cli import add_finetune_parser, cmd_eval, cmd_finetune
+from .migrate import add_migrate_parser, cmd_migrate
 from .settings import Settings
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     add_finetune_parser(sub, _common)
+    add_migrate_parser(sub, _common)
 
     p = sub.add_parser("ui", help="open the Streamlit search page")
     p.add_argument("--port", type=int, default=8501)
@@ -210,7 +212,7 @@ def cmd_ui(args, settings: Settings) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "ui": cmd_ui,
-            "finetune": cmd_finetune, "eval": cmd_eval}
+            "finetune": cmd_finetune, "eval": cmd_eval, "migrate": cmd_migrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ def build_embedder(settings: Settings) -> Embedder:
 
 
 def build_store(settings: Settings) -> VectorStore:
-    return open_store(settings.qdrant_url, settings.api_key(), settings.data_dir)
+    return open_store(settings.qdrant_url, settings.api_key(), settings.data_dir,
+                      options=settings.collection_options())
 
 
 def index_settings(settings: Settings) -> IndexSettings:

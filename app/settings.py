@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedder import EmbedderConfig
+
+if TYPE_CHECKING:
+    from indexer.store import CollectionOptions
 
 
 def _default_data_dir() -> Path:
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     data_dir: Path = Field(default_factory=_default_data_dir, description="embedded store folder")
     collection: str = "documents"
+    # server collection layout (only for collections a Qdrant server creates)
+    shards: int | None = Field(None, ge=1, description="shards per new collection (unset: server default)")
+    replication: int | None = Field(None, ge=1, description="copies of each shard (needs that many nodes)")
+    on_disk: bool = Field(False, description="keep original dense vectors on disk (memory-mapped)")
+    int8: bool = Field(False, description="int8 scalar quantization in RAM, originals used to rescore")
     # indexer
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
@@ -52,6 +60,19 @@ class Settings(BaseSettings):
             max_length=self.max_length, batch_tokens=max(self.batch_tokens, self.max_length),
             adapter=self.adapter,
         )
+
+    @field_validator("shards", "replication", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``RAG_SHARDS=`` (empty, as compose writes ``${RAG_SHARDS:-}``) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def collection_options(self) -> CollectionOptions:
+        """The server collection layout (:class:`indexer.store.CollectionOptions`)."""
+        from indexer.store import CollectionOptions
+
+        return CollectionOptions(shard_number=self.shards, replication_factor=self.replication,
+                                 on_disk=self.on_disk, int8=self.int8)
 
     def api_key(self) -> str | None:
         return self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else None

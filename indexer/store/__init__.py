@@ -10,6 +10,7 @@ Use :func:`open_store` to pick one from the settings. Payload layout:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from indexer.store.base import (
@@ -24,10 +25,12 @@ from indexer.store.base import (
     StoreLocked,
     VectorStore,
 )
-from indexer.store.client import QdrantClientStore
+from indexer.store.client import CollectionOptions, QdrantClientStore, collection_config
 from indexer.store.edge import EdgeStore
 from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
 from indexer.store.sparse import bm25_fingerprint
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MODES",
@@ -35,6 +38,7 @@ __all__ = [
     "ChunkPayload",
     "CollectionMismatch",
     "CollectionNotFound",
+    "CollectionOptions",
     "EdgeStore",
     "Hit",
     "Point",
@@ -46,19 +50,32 @@ __all__ = [
     "VectorStore",
     "bm25_fingerprint",
     "chunk_id",
+    "collection_config",
     "make_payload",
     "open_store",
 ]
 
 
 def open_store(
-    url: str | None, api_key: str | None, data_dir: Path, *, timeout: float = 10.0
+    url: str | None,
+    api_key: str | None,
+    data_dir: Path,
+    *,
+    timeout: float = 10.0,
+    options: CollectionOptions | None = None,
 ) -> VectorStore:
     """A :class:`QdrantClientStore` when ``url`` is set (RAG_QDRANT_URL), else an :class:`EdgeStore`.
 
+    ``options`` (shards, replicas, on-disk, int8) shape the collections a server creates;
+    the embedded store (one local shard) ignores them, with a warning.
     Raises :class:`StoreError` when the server is unreachable or the embedded store is
     held by another process.
     """
     if url:
-        return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout)
+        return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout, options=options)
+    if options is not None and not options.is_default():
+        log.warning(
+            "RAG_SHARDS / RAG_REPLICATION / RAG_ON_DISK / RAG_INT8 apply to a Qdrant server "
+            "(RAG_QDRANT_URL); the embedded store ignores them."
+        )
     return EdgeStore(Path(data_dir))

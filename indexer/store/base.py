@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from indexer.store.payload import normalize_file_type, normalize_path
+from indexer.store.payload import CONTENT_KEY, normalize_file_type, normalize_path
 from indexer.store.sparse import SparseVec, encode_document, encode_query
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,23 @@ class VectorStore(ABC):
         nesting (``{"metadata": {"source": ...}}``). Empty ``fields`` yields ``{}``.
         """
 
+    def iter_points(self, name: str, batch: int = 256) -> Iterator[list[Point]]:
+        """Yield every point of ``name`` as lists (pages) of at most ``batch`` :class:`Point` objects.
+
+        Each point carries its id, stored dense vector (as the engine keeps it: unit length
+        for cosine), payload, and ``text`` = ``payload["page_content"]`` (what BM25 indexed),
+        so ``other.upsert(name, page)`` copies a collection. Fails now, not on first
+        iteration, when ``name`` does not exist.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        self.dim(name)
+        return (
+            [Point(pid, dense, str(payload.get(CONTENT_KEY) or ""), payload) for pid, dense, payload in page]
+            for page in self._scroll_points(name, batch)
+            if page
+        )
+
     def retrieve(self, name: str, ids: Iterable[str]) -> list[Hit]:
         """Points with these ids (payload only, score 0.0), in the requested order; missing skipped."""
         norm = [normalize_id(i) for i in ids]
@@ -347,6 +364,12 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _retrieve(self, name: str, ids: list[str]) -> list[Hit]: ...
+
+    @abstractmethod
+    def _scroll_points(
+        self, name: str, page_size: int
+    ) -> Iterator[list[tuple[str, list[float], dict[str, Any]]]]:
+        """Pages of ``(id, dense vector, full payload)`` covering every point."""
 
     @abstractmethod
     def _query(

@@ -7,6 +7,10 @@ detected right after creation and reported.
 
 Transient failures (connection errors, timeouts, HTTP 429/5xx) are retried with
 exponential backoff by tenacity; everything else surfaces as :class:`StoreError`.
+
+How new collections are laid out on a server (shards, replicas, on-disk vectors, int8
+quantization) comes from :class:`CollectionOptions`; :func:`collection_config` turns them
+into ``create_collection`` arguments. qdrant-client's local modes ignore all but ``on_disk``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -44,6 +49,58 @@ _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadS
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+@dataclass(frozen=True, slots=True)
+class CollectionOptions:
+    """How a server lays out the collections it creates; existing ones keep their layout.
+
+    Settings: ``RAG_SHARDS``, ``RAG_REPLICATION``, ``RAG_ON_DISK``, ``RAG_INT8``.
+
+    - ``shard_number``: shards per collection (None: the server's default, 1 standalone or
+      one per node in a cluster). More shards than nodes lets a cluster rebalance later.
+    - ``replication_factor``: copies of each shard (None: 1); needs that many cluster nodes.
+    - ``on_disk``: keep the original dense vectors memory-mapped on disk instead of in RAM.
+    - ``int8``: scalar int8 quantization kept in RAM (4x smaller); searches use it and
+      rescore with the originals.
+    """
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    on_disk: bool = False
+    int8: bool = False
+
+    def __post_init__(self) -> None:
+        for name, env in (("shard_number", "RAG_SHARDS"), ("replication_factor", "RAG_REPLICATION")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} ({env}) must be a positive int or unset, got {value!r}")
+
+    def is_default(self) -> bool:
+        """True when nothing differs from a plain collection."""
+        return self == CollectionOptions()
+
+
+def collection_config(dim: int, options: CollectionOptions | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``QdrantClient.create_collection`` (all but the name and metadata)."""
+    opts = options or CollectionOptions()
+    kwargs: dict[str, Any] = {
+        "vectors_config": {
+            DENSE_VECTOR: models.VectorParams(
+                size=dim, distance=models.Distance.COSINE, on_disk=True if opts.on_disk else None
+            )
+        },
+        "sparse_vectors_config": {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    }
+    if opts.shard_number is not None:
+        kwargs["shard_number"] = opts.shard_number
+    if opts.replication_factor is not None:
+        kwargs["replication_factor"] = opts.replication_factor
+    if opts.int8:
+        kwargs["quantization_config"] = models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        )
+    return kwargs
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ResponseHandlingException, httpx.TransportError)):
         return True
@@ -53,14 +110,21 @@ def _is_transient(exc: BaseException) -> bool:
 class QdrantClientStore(VectorStore):
     """:class:`VectorStore` over a ``QdrantClient`` (server, ``:memory:`` or ``path=``).
 
-    The store takes ownership of ``client``: :meth:`close` closes it.
+    The store takes ownership of ``client``: :meth:`close` closes it. ``options`` apply to the
+    collections this store creates.
     """
 
     def __init__(
-        self, client: QdrantClient, *, location: str | None = None, retries: int = 4
+        self,
+        client: QdrantClient,
+        *,
+        location: str | None = None,
+        retries: int = 4,
+        options: CollectionOptions | None = None,
     ) -> None:
         super().__init__()
         self.client = client
+        self.options = options or CollectionOptions()
         self._location = location or _describe_client(client)
         self._retrying = Retrying(
             stop=stop_after_attempt(max(1, retries)),
@@ -72,7 +136,12 @@ class QdrantClientStore(VectorStore):
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None = None, timeout: float = 10.0, retries: int = 4
+        cls,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+        options: CollectionOptions | None = None,
     ) -> QdrantClientStore:
         """Connect to the Qdrant server at ``url`` and check that it answers.
 
@@ -102,7 +171,7 @@ class QdrantClientStore(VectorStore):
             client.close()
             raise StoreError(f"Cannot reach Qdrant at {url}: {exc}. {hint}") from exc
         log.info("connected to Qdrant at %s", url)
-        return cls(client, location=f"Qdrant server at {url}", retries=retries)
+        return cls(client, location=f"Qdrant server at {url}", retries=retries, options=options)
 
     # ----- VectorStore API --------------------------------------------------------------
     def collections(self) -> list[str]:
@@ -165,9 +234,7 @@ class QdrantClientStore(VectorStore):
     def _create(self, name: str, dim: int, meta: dict[str, Any]) -> None:
         self._call(
             name, "create collection", self.client.create_collection, name,
-            vectors_config={DENSE_VECTOR: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata=meta,
+            metadata=meta, **collection_config(dim, self.options),
         )
         with warnings.catch_warnings():  # local mode warns that payload indexes do nothing
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
@@ -220,6 +287,19 @@ class QdrantClientStore(VectorStore):
             name, "retrieve", self.client.retrieve, name, ids, with_payload=True, with_vectors=False
         )
         return [Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs]
+
+    def _scroll_points(
+        self, name: str, page_size: int
+    ) -> Iterator[list[tuple[str, list[float], dict[str, Any]]]]:
+        offset: Any = None
+        while True:
+            records, offset = self._call(
+                name, "scroll", self.client.scroll, name,
+                limit=page_size, offset=offset, with_payload=True, with_vectors=[DENSE_VECTOR],
+            )
+            yield [(str(r.id), _dense_of(r.vector), dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
 
     def _query(
         self,
@@ -277,6 +357,17 @@ class QdrantClientStore(VectorStore):
             if name is not None and not self._exists_quietly(name):
                 raise self._not_found(name) from exc
             raise StoreError(f"{self._location} failed to {action} ({name!r}): {exc}") from exc
+
+
+def _dense_of(vector: Any) -> list[float]:
+    """The "dense" vector of a scrolled record (named vectors come back as a dict)."""
+    dense = vector.get(DENSE_VECTOR) if isinstance(vector, dict) else None
+    if dense is None:
+        raise CollectionMismatch(
+            f"A point has no {DENSE_VECTOR!r} vector: the collection was not created by this "
+            "application; use another collection name."
+        )
+    return [float(x) for x in dense]
 
 
 def _describe_client(client: QdrantClient) -> str:

@@ -232,6 +232,23 @@ class EdgeStore(VectorStore):
         recs = self._engine(name, "retrieve", lambda: shard.retrieve(ids, True, False))
         return [Hit(str(r.id), 0.0, dict(r.payload or {})) for r in recs]
 
+    def _scroll_points(
+        self, name: str, page_size: int
+    ) -> Iterator[list[tuple[str, list[float], dict[str, Any]]]]:
+        shard = self._shard(name)
+        offset: Any = None
+        while True:
+            req = qe.ScrollRequest(
+                offset=offset, limit=page_size, with_payload=True, with_vector=[DENSE_VECTOR]
+            )
+            records, offset = self._engine(name, "scroll", lambda: shard.scroll(req))
+            yield [
+                (str(r.id), [float(x) for x in r.vector[DENSE_VECTOR]], dict(r.payload or {}))
+                for r in records
+            ]
+            if offset is None:
+                return
+
     def _query(
         self,
         name: str,

@@ -1,0 +1,183 @@
+"""``rag migrate``: copy a collection from the embedded store to a Qdrant server (or any store).
+
+Every point keeps its id, payload and stored dense vector; the BM25 sparse vector is
+recomputed from ``page_content`` by the target's :meth:`~indexer.store.VectorStore.upsert`
+(the same code that built the source, so identical); the collection meta (embedder
+fingerprint, chunking, timestamps) is copied too, so ``rag search`` against the target
+accepts the same embedder and ``rag index`` continues incrementally there.
+
+Safe to re-run: ids are deterministic, so an interrupted run resumes by upserting the same
+points again. A target collection that exists with other contents (different meta or
+dim) is refused unless ``recreate`` drops it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from indexer.store import (
+    CollectionNotFound,
+    CollectionOptions,
+    EdgeStore,
+    QdrantClientStore,
+    StoreError,
+    VectorStore,
+)
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+TARGET_HELP = (
+    "target store: a Qdrant server URL (http://HOST:6333; default --qdrant-url / RAG_QDRANT_URL), "
+    "path:DIR (qdrant-client local files: offline copies and tests) or edge:DIR (another embedded store)"
+)
+
+
+def migrate(
+    source: VectorStore,
+    target: VectorStore,
+    collection: str,
+    target_collection: str | None = None,
+    batch: int = 256,
+    progress: bool = True,
+    recreate: bool = False,
+) -> dict[str, Any]:
+    """Copy ``collection`` of ``source`` into ``target_collection`` (default: same name) of ``target``.
+
+    Returns a summary dict (source, target, collection, target_collection, dim, points,
+    target_count, resumed, recreated, seconds). Raises :class:`StoreError` when the target
+    collection holds something else (pass ``recreate=True``) or the final counts differ.
+    """
+    name = target_collection or collection
+    started = time.perf_counter()
+    meta = source.collection_meta(collection)
+    if meta is None:
+        raise CollectionNotFound(
+            f"Nothing to migrate: collection {collection!r} does not exist in {source.describe()} "
+            f"(existing: {', '.join(source.collections()) or 'none'}); pick one with --collection."
+        )
+    dim, total = source.dim(collection), source.count(collection)
+    resumed = recreated = False
+    existing = target.collection_meta(name)
+    if existing is not None and recreate:
+        target.drop_collection(name)
+        recreated = True
+    elif existing is not None:
+        if existing != meta or target.dim(name) != dim:
+            raise StoreError(
+                f"Collection {name!r} already exists in {target.describe()} with other contents "
+                f"({target.count(name)} points, different embedder meta or dim); pass --recreate to "
+                "replace it, or --target-collection NAME to copy under another name."
+            )
+        resumed = True
+        log.info("resuming migration into %s (%d points there)", name, target.count(name))
+    target.create_collection(name, dim, meta)
+    copied = _copy_points(source, target, collection, name, batch, total, progress)
+    target.build_index(name)
+    target_count = target.count(name)
+    if target_count != total or target.collection_meta(name) != meta:
+        raise StoreError(
+            f"Migration check failed: {target.describe()} has {target_count} points in {name!r} "
+            f"(source: {total}) or different meta; re-run `rag migrate` to resume, or add "
+            "--recreate to copy from scratch."
+        )
+    return {
+        "source": source.describe(), "target": target.describe(), "collection": collection,
+        "target_collection": name, "dim": dim, "points": copied, "target_count": target_count,
+        "resumed": resumed, "recreated": recreated, "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _copy_points(
+    source: VectorStore, target: VectorStore, collection: str, name: str,
+    batch: int, total: int, progress: bool,
+) -> int:
+    from tqdm import tqdm
+
+    copied = 0
+    with tqdm(total=total, unit="chunk", desc=f"migrate {collection}", disable=not progress) as bar:
+        for page in source.iter_points(collection, batch):
+            target.upsert(name, page)
+            copied += len(page)
+            bar.update(len(page))
+    return copied
+
+
+def open_target(
+    spec: str, api_key: str | None = None, options: CollectionOptions | None = None,
+    source_dir: Path | None = None,
+) -> VectorStore:
+    """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``."""
+    if spec.startswith(("http://", "https://")):
+        return QdrantClientStore.connect(spec, api_key=api_key, options=options)
+    kind, _, rest = spec.partition(":")
+    if kind not in ("path", "edge") or not rest:
+        raise ValueError(f"--to {spec!r} is not a target; use {TARGET_HELP}.")
+    folder = Path(rest).expanduser().resolve()
+    if source_dir is not None and folder == Path(source_dir).expanduser().resolve():
+        raise ValueError(f"--to {spec!r} is the source store itself; copy to another folder or a server.")
+    if kind == "edge":
+        return EdgeStore(folder)
+    from qdrant_client import QdrantClient
+
+    try:
+        client = QdrantClient(path=str(folder))
+    except Exception as exc:  # noqa: BLE001 - portalocker/IO errors: say what to do
+        raise StoreError(f"Cannot open qdrant-client local store at {folder}: {exc}; "
+                         "close other programs using it or choose another folder.") from exc
+    return QdrantClientStore(client, options=options)
+
+
+def add_migrate_parser(sub: argparse._SubParsersAction, common) -> argparse.ArgumentParser:
+    """Register ``rag migrate`` on the subparsers ``sub``; ``common`` adds the settings flags."""
+    p = sub.add_parser(
+        "migrate", help="copy a collection from the embedded store to a Qdrant server",
+        description="Copy a collection (ids, payloads, vectors, meta) from the embedded store at "
+                    "RAG_DATA_DIR to a Qdrant server. Re-running resumes; --recreate starts over.")
+    p.add_argument("--to", metavar="TARGET", help=TARGET_HELP)
+    p.add_argument("--api-key", dest="api_key", metavar="KEY",
+                   help="target server API key (default RAG_QDRANT_API_KEY; prefer the variable)")
+    p.add_argument("--target-collection", dest="target_collection",
+                   help="collection name on the target (default: the source's --collection)")
+    p.add_argument("--recreate", action="store_true", help="drop an existing target collection first")
+    p.add_argument("--batch", type=int, default=256, help="points per request (default 256)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(p)
+    return p
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate ``settings.collection`` from the embedded store at ``settings.data_dir`` to ``--to``."""
+    spec = args.to or settings.qdrant_url
+    if not spec:
+        raise ValueError("rag migrate needs a target: --to http://HOST:6333 (or set RAG_QDRANT_URL).")
+    data_dir = Path(settings.data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"No embedded store at {data_dir}: set --data-dir / RAG_DATA_DIR to "
+                                "the folder `rag index` wrote to.")
+    source = EdgeStore(data_dir)
+    try:
+        target = open_target(spec, args.api_key or settings.api_key(), settings.collection_options(), data_dir)
+        try:
+            summary = migrate(source, target, settings.collection, args.target_collection,
+                              batch=args.batch, progress=not (args.no_progress or args.json),
+                              recreate=args.recreate)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        how = "resumed" if summary["resumed"] else "recreated" if summary["recreated"] else "copied"
+        print(f"{how} {summary['collection']!r} -> {summary['target_collection']!r}: "
+              f"{summary['target_count']} points ({summary['dim']}-d) in {summary['seconds']:.1f}s")
+        print(f"  from {summary['source']}\n  to   {summary['target']}")
+    return 0
