@@ -37,6 +37,8 @@ def add_finetune_parser(sub, common) -> None:
             s.add_argument("--lr", type=float, default=2e-4)
             s.add_argument("--temperature", type=float, default=0.02)
             s.add_argument("--lora-r", type=int, default=8)
+            s.add_argument("--target-modules", default="all-linear",
+                           help="LoRA targets: all-linear, or comma-separated module names (q_proj,v_proj)")
             s.add_argument("--max-steps", type=int)
         s.add_argument("--json", action="store_true")
         common(s)
@@ -49,6 +51,10 @@ def add_finetune_parser(sub, common) -> None:
     p.add_argument("--instruction", help="custom instruction text")
     p.add_argument("--json", action="store_true")
     common(p)
+
+
+def _targets(value: str) -> str | tuple[str, ...]:
+    return value if value == "all-linear" else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def sample_passages(store, collection: str, n: int, seed: int = 0, min_words: int = 20) -> dict[str, str]:
@@ -92,7 +98,7 @@ def cmd_finetune(args, settings: Settings) -> int:
         out["split"] = run.step_split(workdir, heldout_fraction=args.heldout)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                              temperature=args.temperature, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                             max_steps=args.max_steps)
+                             max_steps=args.max_steps, target_modules=_targets(args.target_modules))
         adapter = args.out or workdir / "adapter"
         card = run.step_train(workdir, embedder, adapter, config, progress=not args.json)
         out.update(adapter=str(adapter), eval=card["eval_heldout"])

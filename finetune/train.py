@@ -40,7 +40,8 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
+    # "all-linear": every linear layer (E5-Mistral trained q,k,v,o and the MLP); or module names
+    target_modules: str | tuple[str, ...] = "all-linear"
     hard_negatives: int = 1                         # mined negatives per query used in training
     warmup_ratio: float = 0.1
     gradient_checkpointing: bool = True
@@ -65,8 +66,9 @@ def _lora(embedder: Embedder, config: TrainConfig):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules) if config.target_modules else None)
+                      target_modules=targets)
     return get_peft_model(model, lora)
 
 
