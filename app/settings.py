@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_length: int = Field(512, ge=2, description="tokens per text, longer texts are truncated")
-    batch_tokens: int = Field(16384, ge=2, description="padded tokens per forward pass")
+    batch_tokens: int | None = Field(
+        None, ge=2, description="padded tokens per forward pass (default: 16384 on CUDA, 2048 on CPU)")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     task: str = Field("web_search", description="named query instruction")
     instruction: str | None = Field(None, description="custom query instruction (overrides task)")
@@ -57,7 +58,8 @@ class Settings(BaseSettings):
     def embedder_config(self) -> EmbedderConfig:
         return EmbedderConfig(
             model=self.model, quantization=self.quantization, dtype=self.dtype, device=self.device,
-            max_length=self.max_length, batch_tokens=max(self.batch_tokens, self.max_length),
+            max_length=self.max_length,
+            batch_tokens=max(self.batch_tokens, self.max_length) if self.batch_tokens else None,
             adapter=self.adapter,
         )
 

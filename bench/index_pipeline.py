@@ -1,0 +1,134 @@
+"""End-to-end indexing vs embedding alone, and re-indexing an unchanged folder.
+
+A copy of ``--files`` python-docs pages is indexed with ``Indexer.run`` into a fresh EdgeStore.
+Each phase runs in its own interpreter (so peak RSS is per phase; model loading is timed apart):
+
+- ``embed``: extract + chunk every file (timed), then ``embed_documents`` on the same chunks in
+  batches of ``IndexSettings.embed_batch``: the embedding-only baseline;
+- ``index``: ``Indexer.run`` (walk, hash, parse in threads, embed, BM25, upsert, optimize);
+- ``reindex``: ``Indexer.run`` again over the unchanged folder (hash + scroll only).
+
+CPU seconds (this process, all its threads) are printed next to wall seconds: with one torch
+thread they measure the work whatever the machine's load; wall time swings with other processes.
+
+    .venv/bin/python bench/index_pipeline.py [--quick] [--files 40] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+
+def phase(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common.quiet_transformers()
+    from embedder import Embedder
+
+    t = time.perf_counter()
+    embedder = Embedder.from_pretrained("default")
+    load_s = time.perf_counter() - t
+    result = {"phase": args.phase, "load_s": load_s, "threads": torch.get_num_threads()}
+    if args.phase == "embed":
+        from indexer.chunking import chunk_text
+        from indexer.extract import extract
+        from indexer.pipeline import Indexer
+        from indexer.walk import walk
+
+        sizer = Indexer(embedder, None, "bench")  # the chunk size the indexer really uses (254 here)
+        settings = sizer.settings
+        t = time.perf_counter()
+        texts = [c.text for e in walk([args.dir])
+                 for c in chunk_text(extract(e.path).text, embedder.tokenizer,
+                                     sizer.chunk_tokens, sizer.chunk_overlap)]
+        result["parse_s"] = time.perf_counter() - t  # one thread, no model running: wall = CPU
+        t, cpu = time.perf_counter(), time.process_time()
+        tokens = 0
+        for i in range(0, len(texts), settings.embed_batch):
+            embedder.embed_documents(texts[i:i + settings.embed_batch])
+            tokens += embedder.last_stats.tokens
+        result.update(seconds=time.perf_counter() - t, cpu_s=time.process_time() - cpu, chunks=len(texts),
+                      tokens=tokens)
+    else:
+        from indexer.pipeline import Indexer
+        from indexer.store import EdgeStore
+
+        with EdgeStore(Path(args.store)) as store:
+            cpu = time.process_time()
+            report = Indexer(embedder, store, "bench").run([Path(args.dir)], progress=False)
+            result.update(seconds=report.seconds, cpu_s=time.process_time() - cpu, chunks=report.chunks, indexed=report.indexed,
+                          unchanged=report.unchanged, failed=len(report.failed), points=store.count("bench"))
+    common.emit(result)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="4 files (smoke test)")
+    ap.add_argument("--files", type=int, default=40, help="python-docs pages, spread over the docs")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in each phase (0: torch's default, "
+                    "as `rag index` runs)")
+    ap.add_argument("--phase", choices=["embed", "index", "reindex"], help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        return phase(args)
+    if args.quick:
+        args.files = 4
+    start = common.header("index_pipeline", files=args.files, threads=args.threads or "default")
+    work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
+    try:
+        docs = work / "docs"
+        for src in common.doc_files(args.files):
+            dst = docs / src.relative_to(common.DOCS)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file()) / 1e6
+        print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
+        common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads)]
+        results = {}
+        for name in ("embed", "index", "reindex"):
+            results[name] = common.run_child(__file__, ["--phase", name, *common_args])
+            r = results[name]
+            print(f"# {name}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB, loadavg {r['loadavg']}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    emb, idx, re_ = results["embed"], results["index"], results["reindex"]
+    if idx["chunks"] != emb["chunks"] or re_["unchanged"] != idx["indexed"] or re_["chunks"]:
+        print(f"# WARNING: chunk counts differ: embed {emb['chunks']}, index {idx['chunks']}, "
+              f"reindex wrote {re_['chunks']} ({re_['unchanged']} unchanged)", file=sys.stderr)
+    nan = float("nan")
+    rows = [
+        {"phase": "embed only (baseline)", "wall s": emb["seconds"], "chunks/s": emb["chunks"] / emb["seconds"],
+         "wall ratio": 1.0, "CPU s": emb["cpu_s"], "CPU ratio": 1.0, "peak RSS MB": emb["peak_rss_mb"],
+         "loadavg": emb["loadavg"]},
+        {"phase": "extract+chunk only", "wall s": emb["parse_s"], "chunks/s": emb["chunks"] / emb["parse_s"],
+         "wall ratio": emb["parse_s"] / emb["seconds"], "CPU s": emb["parse_s"], "CPU ratio": emb["parse_s"] / emb["cpu_s"],
+         "peak RSS MB": nan, "loadavg": ""},
+        {"phase": "Indexer.run, fresh store", "wall s": idx["seconds"], "chunks/s": idx["chunks"] / idx["seconds"],
+         "wall ratio": idx["seconds"] / emb["seconds"], "CPU s": idx["cpu_s"], "CPU ratio": idx["cpu_s"] / emb["cpu_s"],
+         "peak RSS MB": idx["peak_rss_mb"], "loadavg": idx["loadavg"]},
+        {"phase": "Indexer.run, unchanged (vs index)", "wall s": re_["seconds"], "chunks/s": nan,
+         "wall ratio": re_["seconds"] / idx["seconds"], "CPU s": re_["cpu_s"], "CPU ratio": re_["cpu_s"] / idx["cpu_s"],
+         "peak RSS MB": re_["peak_rss_mb"], "loadavg": re_["loadavg"]},
+    ]
+    common.table(rows)
+    print(f"# {idx['chunks']} chunks from {idx['indexed']} files ({idx['failed']} failed), {idx['points']} points; "
+          f"index overhead over embedding = {idx['seconds'] - emb['seconds']:+.1f}s "
+          f"(serial extract+embed would be {(emb['parse_s'] + emb['seconds']) / emb['seconds']:.2f}x); "
+          f"threads per phase {emb['threads']}; model load {emb['load_s']:.1f}s excluded")
+    common.footer(start)
+
+
+if __name__ == "__main__":
+    main()
