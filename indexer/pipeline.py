@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -72,6 +72,28 @@ class _Parsed:
     unchanged: bool = False
 
 
+@dataclass
+class StoredFiles:
+    """The collection's points per source file: ``versions[source][content_hash] -> [point ids]``."""
+
+    versions: dict[str, dict[str, list[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    chunk_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, source: str, digest: str, pid: str, chunk_count: int) -> None:
+        self.versions[source][digest].append(pid)
+        self.chunk_counts[(source, digest)] = chunk_count
+
+    def complete(self, source: str, digest: str) -> bool:
+        """Only this content is stored for ``source``, with all of its chunks."""
+        versions = self.versions.get(source, {})
+        return list(versions) == [digest] and len(versions[digest]) == self.chunk_counts.get((source, digest))
+
+    def stale_ids(self, source: str, digest: str) -> list[str]:
+        """Point ids of ``source``'s other (older) contents."""
+        return [pid for d, ids in self.versions.get(source, {}).items() if d != digest for pid in ids]
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     chunk_tokens: int = 256
@@ -113,29 +135,22 @@ class Indexer:
             return
         check_compatible(self.collection, meta, fp, (self.chunk_tokens, self.chunk_overlap))
 
-    def stored_state(self) -> dict[str, dict[str, list[str]]]:
-        """``{source: {content_hash: [point ids]}}`` plus chunk counts, from the collection."""
-        state: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        self._expected: dict[tuple[str, str], int] = {}
+    def stored_state(self) -> StoredFiles:
+        """What the collection holds, per source file and content hash."""
+        stored = StoredFiles()
         for pid, payload in self.store.iter_payloads(self.collection, _STATE_FIELDS):
             meta = payload.get("metadata", {})
             source, digest = meta.get("source"), meta.get("content_hash")
-            if source is None:
-                continue
-            state[source][digest].append(pid)
-            self._expected[(source, digest)] = meta.get("chunk_count", -1)
-        return state
-
-    def _complete(self, state: dict, source: str, digest: str) -> bool:
-        versions = state.get(source, {})
-        return list(versions) == [digest] and len(versions[digest]) == self._expected.get((source, digest))
+            if source is not None:
+                stored.add(source, digest, pid, meta.get("chunk_count", -1))
+        return stored
 
     # -- one file ----------------------------------------------------------------------------------
-    def _parse(self, entry: FileEntry, state: dict) -> _Parsed:
+    def _parse(self, entry: FileEntry, stored: StoredFiles) -> _Parsed:
         parsed = _Parsed(entry)
         try:
             parsed.content_hash = file_hash(entry.path)
-            if self._complete(state, str(entry.path), parsed.content_hash):
+            if stored.complete(str(entry.path), parsed.content_hash):
                 parsed.unchanged = True
                 return parsed
             doc = extract(entry.path, max_bytes=self.settings.max_bytes)
@@ -152,18 +167,17 @@ class Indexer:
             parsed.error = f"{type(exc).__name__}: {exc}"
         return parsed
 
-    def _points(self, parsed: _Parsed) -> list[tuple[Point, str]]:
+    def _points(self, parsed: _Parsed) -> list[Point]:
+        """The file's chunks as points, dense vectors still empty."""
         source, count = str(parsed.entry.path), len(parsed.chunks)
-        out = []
-        for i, chunk in enumerate(parsed.chunks):
-            payload = make_payload(
+        return [
+            Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text, payload=make_payload(
                 page_content=chunk.text, source=source, root=str(parsed.entry.root), chunk_index=i,
                 chunk_count=count, start=chunk.start, end=chunk.end, title=parsed.title,
                 file_type=parsed.file_type, mtime=parsed.entry.mtime, content_hash=parsed.content_hash,
-            )
-            out.append((Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text,
-                              payload=payload), chunk.text))
-        return out
+            ))
+            for i, chunk in enumerate(parsed.chunks)
+        ]
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -178,7 +192,7 @@ class Indexer:
         report = IndexReport(self.collection)
         roots = [Path(r).expanduser().resolve() for r in roots]
         self.open_collection(recreate)
-        state = self.stored_state()
+        stored = self.stored_state()
         walker = walk(roots, include=include, exclude=exclude, max_bytes=self.settings.max_bytes)
         entries = list(walker)
         for path, reason in walker.failures:
@@ -190,9 +204,9 @@ class Indexer:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as parse_pool, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as write_pool:
             pending_writes: list[Future] = []
-            batch: list[tuple[Point, str]] = []
+            batch: list[Point] = []
             finishing: list[_Parsed] = []
-            for done, parsed in enumerate(self._parsed_in_order(entries, state, parse_pool), start=1):
+            for done, parsed in enumerate(self._parsed_in_order(entries, stored, parse_pool), start=1):
                 bar.update(1)
                 if on_progress is not None:
                     on_progress(done, len(entries))
@@ -208,16 +222,16 @@ class Indexer:
                 batch.extend(self._points(parsed))
                 finishing.append(parsed)
                 if len(batch) >= self.settings.embed_batch:
-                    pending_writes.append(self._flush(batch, finishing, state, write_pool))
+                    pending_writes.append(self._flush(batch, finishing, stored, write_pool))
                     batch, finishing = [], []
                     bar.set_postfix(chunks=report.chunks)
                     self._throttle(pending_writes)
             if batch or finishing:
-                pending_writes.append(self._flush(batch, finishing, state, write_pool))
+                pending_writes.append(self._flush(batch, finishing, stored, write_pool))
             for fut in pending_writes:
                 fut.result()
         bar.close()
-        report.removed = self._remove_missing(roots, seen, state)
+        report.removed = self._remove_missing(roots, seen, stored)
         if report.chunks:
             self.store.build_index(self.collection)
         known = self.store.collection_meta(self.collection).get("roots", [])
@@ -230,23 +244,22 @@ class Indexer:
                     report.seconds)
         return report
 
-    def _parsed_in_order(self, entries: list[FileEntry], state: dict, pool: ThreadPoolExecutor) -> Iterator[_Parsed]:
+    def _parsed_in_order(self, entries: list[FileEntry], stored: StoredFiles,
+                         pool: ThreadPoolExecutor) -> Iterator[_Parsed]:
         window: list[Future] = []
-        it = iter(entries)
-        for entry in it:
-            window.append(pool.submit(self._parse, entry, state))
+        for entry in entries:
+            window.append(pool.submit(self._parse, entry, stored))
             if len(window) >= self.settings.parse_ahead:
                 yield window.pop(0).result()
         for fut in window:
             yield fut.result()
 
-    def _flush(self, batch, finishing, state, pool: ThreadPoolExecutor) -> Future:
-        vectors = self.embedder.embed_documents([text for _, text in batch]) if batch else []
-        points = [Point(id=p.id, dense=vec.tolist(), text=p.text, payload=p.payload)
-                  for (p, _), vec in zip(batch, vectors)]
+    def _flush(self, batch: list[Point], finishing: list[_Parsed], stored: StoredFiles,
+               pool: ThreadPoolExecutor) -> Future:
+        vectors = self.embedder.embed_documents([p.text for p in batch]) if batch else []
+        points = [replace(p, dense=vec.tolist()) for p, vec in zip(batch, vectors)]
         stale = [pid for parsed in finishing
-                 for digest, ids in state.get(str(parsed.entry.path), {}).items()
-                 if digest != parsed.content_hash for pid in ids]
+                 for pid in stored.stale_ids(str(parsed.entry.path), parsed.content_hash)]
         return pool.submit(self._write, points, stale)
 
     def _write(self, points: list[Point], stale: list[str]) -> None:
@@ -260,9 +273,9 @@ class Indexer:
         while len(pending) > 2:
             pending.pop(0).result()
 
-    def _remove_missing(self, roots: list[Path], seen: set[str], state: dict) -> int:
+    def _remove_missing(self, roots: list[Path], seen: set[str], stored: StoredFiles) -> int:
         removed = 0
-        for source in list(state):
+        for source in list(stored.versions):
             if source in seen or not any(_under(source, root) for root in roots):
                 continue
             self.store.delete_where(self.collection, source)
