@@ -24,6 +24,7 @@ from indexer.extract import ExtractionError, extract
 from indexer.pipeline import Indexer, IndexReport
 from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
 from indexer.store import CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
+from indexer.walk import is_under
 
 from .services import build_embedder, build_store, index_settings
 from .settings import Settings
@@ -123,11 +124,6 @@ def friendly_errors() -> Iterator[None]:
         raise ServiceError(f"The embedding model cannot be used: {exc}") from exc
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-
-
-def within(path: Path, root: Path) -> bool:
-    """True when resolved ``path`` is ``root`` or lies under it."""
-    return path == root or root in path.parents
 
 
 def query_terms(query: str) -> list[str]:
@@ -320,7 +316,7 @@ class SearchService:
             target = candidate.resolve()
         except (OSError, RuntimeError) as exc:  # symlink loop
             raise PreviewRefused(f"Cannot resolve {raw}: {exc}") from exc
-        if not any(within(target, root) for root in roots):
+        if not any(is_under(target, root) for root in roots):
             raise PreviewRefused(
                 f"Refused: {raw} is outside the indexed folders ({', '.join(map(str, roots))}); "
                 "only files under them can be previewed.")

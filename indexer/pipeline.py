@@ -31,7 +31,7 @@ from .extract import ExtractionError, extract
 from .ids import file_hash, point_id
 from .store import Point, VectorStore
 from .store.payload import make_payload
-from .walk import FileEntry, walk
+from .walk import FileEntry, is_under, walk
 
 logger = logging.getLogger(__name__)
 
@@ -276,13 +276,8 @@ class Indexer:
     def _remove_missing(self, roots: list[Path], seen: set[str], stored: StoredFiles) -> int:
         removed = 0
         for source in list(stored.versions):
-            if source in seen or not any(_under(source, root) for root in roots):
+            if source in seen or not any(is_under(Path(source), root) for root in roots):
                 continue
             self.store.delete_where(self.collection, source)
             removed += 1
         return removed
-
-
-def _under(source: str, root: Path) -> bool:
-    path = Path(source)
-    return path == root or root in path.parents

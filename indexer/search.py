@@ -10,9 +10,8 @@ from embedder import Embedder
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
-from .store import Hit, SearchFilter, VectorStore
+from .store import MODES, Hit, SearchFilter, VectorStore
 
-MODES = ("dense", "sparse", "hybrid")
 
 
 class NoIndex(Exception):

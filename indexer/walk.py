@@ -54,6 +54,11 @@ class FileEntry:
             return self.path.name
 
 
+def is_under(path: Path, root: Path) -> bool:
+    """True when ``path`` is ``root`` or lies below it (both already resolved or both as stored)."""
+    return path == root or root in path.parents
+
+
 class SkippedPath(NamedTuple):
     """Something the walk could not or would not take, with a human-readable reason."""
 
