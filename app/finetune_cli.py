@@ -85,7 +85,7 @@ def cmd_finetune(args, settings: Settings) -> int:
                 passages = sample_passages(store, settings.collection, args.passages)
             finally:
                 store.close()
-            run._write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
+            run.write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
         generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
         out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
         del generator

@@ -144,15 +144,8 @@ def _drop_torn_tail(path: Path) -> None:
 def _done_pairs(path: Path) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
-    _drop_torn_tail(path)
-    done = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            done.add((record["positive_id"], record["task"]))
-        except (ValueError, KeyError):
-            continue  # a line cut by a kill: its pair is generated again
-    return done
+    _drop_torn_tail(path)  # a line cut by a kill: its pair is generated again
+    return {(r["positive_id"], r["task"]) for r in read_jsonl(path) if "positive_id" in r and "task" in r}
 
 
 def generate_queries(generator: QueryGenerator, passages: dict[str, str], out_path: Path,

@@ -42,7 +42,8 @@ from .train import TrainConfig, train_adapter
 logger = logging.getLogger(__name__)
 
 
-def _write_jsonl(path: Path, rows) -> None:
+def write_jsonl(path: Path, rows) -> None:
+    """Write ``rows`` as JSONL atomically (a kill leaves the old file or the new one)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
@@ -115,7 +116,7 @@ def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineRep
     if examples:
         q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
         examples, _ = filter_false_positives(examples, q_vecs, p_vecs, ids, top_k=top_k, report=report)
-    _write_jsonl(workdir / "refined.jsonl", _rows(examples))
+    write_jsonl(workdir / "refined.jsonl", _rows(examples))
     _update_report(workdir, "refine", report.steps)
     logger.info("refined: %d examples kept", len(examples))
     return report
@@ -129,7 +130,7 @@ def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: f
     q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
     mined, _ = mine_hard_negatives(examples, q_vecs, p_vecs, ids, n_negatives=n_negatives, margin=margin,
                                    passages=passages, report=report)
-    _write_jsonl(workdir / "mined.jsonl", _rows(mined))
+    write_jsonl(workdir / "mined.jsonl", _rows(mined))
     _update_report(workdir, "mine", report.steps)
     return len(mined)
 
@@ -142,13 +143,13 @@ def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> t
     held = set(pids[: max(1, round(len(pids) * heldout_fraction))])
     train = [r for r in rows if r["positive_id"] not in held]
     test = [r for r in rows if r["positive_id"] in held]
-    _write_jsonl(workdir / "train.jsonl", train)
+    write_jsonl(workdir / "train.jsonl", train)
     passages = load_passages(workdir)
     queries = {f"q{i}": r["query"] for i, r in enumerate(test)}
     dataset = BeirDataset(corpus={pid: ("", text) for pid, text in passages.items()}, queries=queries,
                           qrels={f"q{i}": {r["positive_id"]: 1} for i, r in enumerate(test)}, name="heldout")
     write_beir(workdir / "heldout", dataset)
-    _write_jsonl(workdir / "heldout" / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
+    write_jsonl(workdir / "heldout" / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
                                                        for i, r in enumerate(test)])
     _update_report(workdir, "split", {"train": len(train), "heldout": len(test)})
     return len(train), len(test)
