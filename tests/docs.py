@@ -18,14 +18,18 @@ PDF_TEXT = "Quarterly report. The orchestra rehearsed the violin concerto for th
 DOCX_TEXT = "Mountain hiking guide: bring water, a map and sturdy boots for the alpine trail."
 
 
-def make_pdf(path: Path, text: str = PDF_TEXT) -> Path:
+def make_pdf(path: Path, pages: list[str], title: str | None = None) -> Path:
+    """A real PDF with a text layer, one page per string."""
     from fpdf import FPDF
 
     pdf = FPDF()
-    pdf.add_page()
+    if title:
+        pdf.set_title(title)
     pdf.set_font("Helvetica", size=12)
-    pdf.multi_cell(0, 10, text)
-    pdf.output(str(path))
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 10, text)
+    path.write_bytes(bytes(pdf.output()))
     return path
 
 
@@ -44,7 +48,7 @@ def make_corpus(folder: Path, bad: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in DOCS.items():
         (folder / name).write_text(text)
-    make_pdf(folder / "music.pdf")
+    make_pdf(folder / "music.pdf", [PDF_TEXT])
     make_docx(folder / "hiking.docx")
     if bad:
         (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(2000))

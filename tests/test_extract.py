@@ -19,22 +19,9 @@ from indexer.extract import (
     looks_binary,
 )
 
+from .docs import make_pdf
+
 # --------------------------------------------------------------------------- builders
-
-
-def make_pdf(path: Path, pages: list[str], title: str | None = None) -> Path:
-    """A real PDF with a text layer, one page per string."""
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    if title:
-        pdf.set_title(title)
-    pdf.set_font("Helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 10, text)
-    path.write_bytes(bytes(pdf.output()))
-    return path
 
 
 def make_image_only_pdf(path: Path) -> Path:
