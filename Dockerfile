@@ -26,7 +26,7 @@ COPY embedder ./embedder
 COPY indexer ./indexer
 COPY app ./app
 COPY finetune ./finetune
-RUN pip install . && cd / && rm -rf /src
+RUN pip install ".[scale]" && cd / && rm -rf /src
 
 RUN useradd --create-home --uid 10001 rag \
     && mkdir -p /cache/huggingface /data \

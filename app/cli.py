@@ -20,6 +20,7 @@ _SETTING_FLAGS = {
     "model": "model", "quantization": "quantization", "dtype": "dtype", "device": "device",
     "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
+    "workers": "workers", "ray_address": "ray_address",
 }
 
 
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recreate", action="store_true", help="drop the collection and index from scratch")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int,
+                   help="embedding workers (one GPU each where the cluster has GPUs); above 1 runs on Ray")
+    p.add_argument("--ray-address", dest="ray_address",
+                   help="a running Ray cluster (e.g. auto, HEAD:6379); default: start a local one")
     _common(p)
 
     p = sub.add_parser("search", help="search a collection")
@@ -119,24 +124,23 @@ def parse_filter(items: list[str]):
 
 
 def cmd_index(args, settings: Settings) -> int:
-    from indexer.pipeline import Indexer
-
-    from .services import build_embedder, build_store, index_settings
+    from .services import build_indexer, build_store
 
     store = build_store(settings)
     try:
-        indexer = Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))
+        indexer = build_indexer(settings, store)
         report = indexer.run(args.paths, include=args.include, exclude=args.exclude,
                              recreate=args.recreate, progress=not (args.no_progress or args.json))
     finally:
         store.close()
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), "workers": settings.workers}, indent=2))
     else:
         print(f"Collection {report.collection!r} in {settings.qdrant_url or settings.data_dir}")
         print(f"  files seen {report.files_seen}, indexed {report.indexed}, unchanged {report.unchanged}, "
               f"removed {report.removed}, failed {len(report.failed)}")
-        print(f"  chunks written {report.chunks} in {report.seconds:.1f}s")
+        workers = f" by {settings.workers} workers" if settings.workers > 1 else ""
+        print(f"  chunks written {report.chunks} in {report.seconds:.1f}s{workers}")
         for failure in report.failed:
             print(f"  FAILED {failure.path}: {failure.reason}")
     return EXIT_PARTIAL if report.failed else EXIT_OK
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
         return COMMANDS[args.command](args, settings)
-    except (EmbedderError, CollectionMismatch, NoIndex, StoreError, ValueError, FileNotFoundError) as exc:
+    except (EmbedderError, CollectionMismatch, NoIndex, StoreError, ValueError, FileNotFoundError,
+            ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

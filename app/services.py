@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from embedder import Embedder
-from indexer.pipeline import IndexSettings
+from indexer.pipeline import Indexer, IndexSettings
 from indexer.store import VectorStore, open_store
 
 from .settings import Settings
@@ -21,3 +21,13 @@ def build_store(settings: Settings) -> VectorStore:
 def index_settings(settings: Settings) -> IndexSettings:
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
                          max_bytes=int(settings.max_file_mb * 1024 * 1024))
+
+
+def build_indexer(settings: Settings, store: VectorStore) -> Indexer:
+    """The in-process indexer, or the Ray one when ``settings.workers > 1``."""
+    if settings.workers > 1:
+        from indexer.distributed import RayIndexer
+
+        return RayIndexer(settings.embedder_config(), store, settings.collection, index_settings(settings),
+                          workers=settings.workers, address=settings.ray_address)
+    return Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))

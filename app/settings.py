@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
     max_file_mb: float = Field(50.0, gt=0)
+    workers: int = Field(1, ge=1, description="embedding workers; above 1 the run goes through Ray")
+    ray_address: str | None = Field(None, description="Ray cluster to use for workers; unset = a local one")
 
     def embedder_config(self) -> EmbedderConfig:
         return EmbedderConfig(

@@ -7,7 +7,7 @@
 """
 
 from .config import DEFAULT_MODEL, EmbedderConfig, EmbedderError
-from .core import Embedder, EncodeStats, plan_batches
+from .core import Embedder, EncodeStats, ModelInfo, describe_model, plan_batches
 from .fingerprint import COMPATIBLE_FIELDS, Fingerprint
 from .instructions import DEFAULT_TASK, TASKS, format_instructed_query, resolve_instruction
 from .pooling import POOLING_MODES, last_token_pool, mean_pool
@@ -15,6 +15,6 @@ from .spec import ModelSpec
 
 __all__ = [
     "COMPATIBLE_FIELDS", "DEFAULT_MODEL", "DEFAULT_TASK", "Embedder", "EmbedderConfig", "EmbedderError",
-    "EncodeStats", "Fingerprint", "ModelSpec", "POOLING_MODES", "TASKS", "format_instructed_query",
+    "EncodeStats", "Fingerprint", "ModelInfo", "ModelSpec", "POOLING_MODES", "TASKS", "describe_model", "format_instructed_query",
     "last_token_pool", "mean_pool", "plan_batches", "resolve_instruction",
 ]

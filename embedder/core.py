@@ -7,6 +7,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,49 @@ from tqdm.auto import tqdm
 from .config import BATCH_TOKENS, EmbedderConfig
 from .fingerprint import Fingerprint, parameters_id
 from .instructions import format_instructed_query, resolve_instruction
-from .loading import attach_adapter, identify, load_model, locate_model, pick_device
+from .loading import ModelLocation, attach_adapter, identify, load_model, locate_model, pick_device
 from .pooling import pool
 from .spec import ModelSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A configured model's tokenizer, recipe and fingerprint, read without loading its weights.
+
+    Enough to chunk documents and to create or check a collection while the model itself runs
+    elsewhere (the workers of a distributed index).
+    """
+
+    tokenizer: Any
+    spec: ModelSpec
+    max_length: int
+    fingerprint: Fingerprint
+
+
+def describe_model(config: EmbedderConfig) -> ModelInfo:
+    """What :meth:`Embedder.from_config` would load, from the model's config and tokenizer files only."""
+    return _describe(config)[1]
+
+
+def _describe(config: EmbedderConfig) -> tuple[ModelLocation, ModelInfo]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    location = locate_model(config.model)
+    extra = {"gguf_file": location.gguf_file} if location.gguf_file else {}
+    hf_config = AutoConfig.from_pretrained(location.folder, **extra)
+    spec = resolve_spec(location.name, hf_config.model_type, location.folder, config,
+                        getattr(hf_config, "max_position_embeddings", None))
+    tokenizer = AutoTokenizer.from_pretrained(location.folder, **extra)
+    model_id, adapter_hash = identify(location, config.adapter)
+    max_length = min(config.max_length, spec.max_length)
+    fingerprint = Fingerprint(
+        model=spec.name, model_id=model_id, adapter=config.adapter, adapter_id=adapter_hash,
+        pooling=spec.pooling, max_length=max_length, normalize=True, document_prefix=spec.document_prefix,
+        dim=int(hf_config.hidden_size), quantization=config.quantization,
+    )
+    return location, ModelInfo(tokenizer, spec, max_length, fingerprint)
 
 
 @dataclass(frozen=True)
@@ -103,26 +142,18 @@ class Embedder:
     @classmethod
     def from_config(cls, config: EmbedderConfig) -> "Embedder":
         """Load the model, tokenizer and adapter that ``config`` names."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        location = locate_model(config.model)
+        location, info = _describe(config)
         device = pick_device(config.device)
-        extra = {"gguf_file": location.gguf_file} if location.gguf_file else {}
-        hf_config = AutoConfig.from_pretrained(location.folder, **extra)
-        spec = resolve_spec(location.name, hf_config.model_type, location.folder, config,
-                            getattr(hf_config, "max_position_embeddings", None))
-        tokenizer = AutoTokenizer.from_pretrained(location.folder, **extra)
-        model_id, adapter_hash = identify(location, config.adapter)
         model = load_model(location, config, device)
         if config.adapter:
             merge = config.merge_adapter and config.quantization == "none"
-            model = attach_adapter(model, Path(config.adapter), model_id, merge)
+            model = attach_adapter(model, Path(config.adapter), info.fingerprint.model_id, merge)
         logger.info("loaded %s on %s (%s, quantization=%s, adapter=%s)", location.name, device,
                     next(model.parameters()).dtype, config.quantization, config.adapter)
         batch_tokens = config.batch_tokens or BATCH_TOKENS.get(device, BATCH_TOKENS["cuda"])
-        return cls(model, tokenizer, spec, max_length=config.max_length, batch_tokens=batch_tokens,
-                   model_id=model_id, adapter=config.adapter, adapter_id=adapter_hash,
-                   quantization=config.quantization)
+        return cls(model, info.tokenizer, info.spec, max_length=config.max_length, batch_tokens=batch_tokens,
+                   model_id=info.fingerprint.model_id, adapter=config.adapter,
+                   adapter_id=info.fingerprint.adapter_id, quantization=config.quantization)
 
     @classmethod
     def from_pretrained(cls, model: str, **settings) -> "Embedder":
@@ -137,6 +168,11 @@ class Embedder:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def info(self) -> ModelInfo:
+        """Tokenizer, recipe and fingerprint (what an indexer needs besides the vectors)."""
+        return ModelInfo(self.tokenizer, self.spec, self.max_length, self.fingerprint)
 
     @property
     def fingerprint(self) -> Fingerprint:

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from embedder import Embedder
+from embedder import Embedder, ModelInfo
 
 from .chunking import chunk_text
 from .collection import check_compatible, collection_meta
@@ -62,14 +63,54 @@ class IndexReport:
 
 
 @dataclass
-class _Parsed:
+class ParsedFile:
+    """One file after parsing: its chunks as points (dense vectors empty until embedded), or why not."""
+
     entry: FileEntry
     content_hash: str = ""
-    chunks: list = field(default_factory=list)
-    title: str = ""
-    file_type: str = ""
+    points: list[Point] = field(default_factory=list)
     error: str | None = None
     unchanged: bool = False
+
+
+@dataclass(frozen=True)
+class Chunker:
+    """Turns one file into chunk points: everything parsing needs, small enough to ship to workers."""
+
+    tokenizer: Any
+    chunk_tokens: int
+    chunk_overlap: int
+    max_bytes: int
+
+    def parse(self, entry: FileEntry, stored_digest: str | None) -> ParsedFile:
+        """Hash, extract and chunk ``entry``; ``unchanged`` when ``stored_digest`` is its hash."""
+        parsed = ParsedFile(entry)
+        try:
+            parsed.content_hash = file_hash(entry.path)
+            if parsed.content_hash == stored_digest:
+                parsed.unchanged = True
+                return parsed
+            doc = extract(entry.path, max_bytes=self.max_bytes)
+            chunks = chunk_text(doc.text, self.tokenizer, self.chunk_tokens, self.chunk_overlap)
+            if not chunks:
+                parsed.error = "no text to index"
+            source = str(entry.path)
+            parsed.points = [
+                Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text, payload=make_payload(
+                    page_content=chunk.text, source=source, root=str(entry.root), chunk_index=i,
+                    chunk_count=len(chunks), start=chunk.start, end=chunk.end, title=doc.title,
+                    file_type=doc.file_type, mtime=entry.mtime, content_hash=parsed.content_hash,
+                ))
+                for i, chunk in enumerate(chunks)
+            ]
+        except ExtractionError as exc:
+            parsed.error = exc.reason
+        except OSError as exc:
+            parsed.error = f"cannot read: {exc.strerror or exc}"
+        except Exception as exc:  # a parser bug on one odd file must not stop the run
+            logger.exception("failed to parse %s", entry.path)
+            parsed.error = f"{type(exc).__name__}: {exc}"
+        return parsed
 
 
 @dataclass
@@ -84,10 +125,13 @@ class StoredFiles:
         self.versions[source][digest].append(pid)
         self.chunk_counts[(source, digest)] = chunk_count
 
-    def complete(self, source: str, digest: str) -> bool:
-        """Only this content is stored for ``source``, with all of its chunks."""
+    def complete_digest(self, source: str) -> str | None:
+        """The content hash of ``source`` when only that content is stored, with all of its chunks."""
         versions = self.versions.get(source, {})
-        return list(versions) == [digest] and len(versions[digest]) == self.chunk_counts.get((source, digest))
+        if len(versions) != 1:
+            return None
+        (digest, ids), = versions.items()
+        return digest if len(ids) == self.chunk_counts.get((source, digest)) else None
 
     def stale_ids(self, source: str, digest: str) -> list[str]:
         """Point ids of ``source``'s other (older) contents."""
@@ -104,26 +148,31 @@ class IndexSettings:
 
 
 class Indexer:
-    """Indexes folders into one collection with one embedder."""
+    """Indexes folders into one collection with one embedder (in this process)."""
 
     def __init__(self, embedder: Embedder, store: VectorStore, collection: str,
                  settings: IndexSettings = IndexSettings()) -> None:
         self.embedder = embedder
+        self._setup(embedder.info, store, collection, settings)
+
+    def _setup(self, info: ModelInfo, store: VectorStore, collection: str, settings: IndexSettings) -> None:
+        self.fingerprint = info.fingerprint
         self.store = store
         self.collection = collection
         self.settings = settings
         # room for special tokens and the document prefix inside the model's max_length
-        room = embedder.max_length - 2 - embedder.count_tokens(embedder.spec.document_prefix)
-        self.chunk_tokens = max(8, min(settings.chunk_tokens, room))
+        prefix = len(info.tokenizer(info.spec.document_prefix, add_special_tokens=False)["input_ids"])
+        self.chunk_tokens = max(8, min(settings.chunk_tokens, info.max_length - 2 - prefix))
         self.chunk_overlap = min(settings.chunk_overlap, self.chunk_tokens // 2)
         if self.chunk_tokens < settings.chunk_tokens:
             logger.info("chunk size lowered from %d to %d tokens to fit the model's max length",
                         settings.chunk_tokens, self.chunk_tokens)
+        self.chunker = Chunker(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes)
 
     # -- collection ------------------------------------------------------------------------------
     def open_collection(self, recreate: bool = False) -> None:
         """Create the collection, or check that the existing one matches this embedder."""
-        fp = self.embedder.fingerprint
+        fp = self.fingerprint
         meta = self.store.collection_meta(self.collection)
         if meta is not None and recreate:
             logger.info("dropping collection %s (--recreate)", self.collection)
@@ -144,40 +193,6 @@ class Indexer:
             if source is not None:
                 stored.add(source, digest, pid, meta.get("chunk_count", -1))
         return stored
-
-    # -- one file ----------------------------------------------------------------------------------
-    def _parse(self, entry: FileEntry, stored: StoredFiles) -> _Parsed:
-        parsed = _Parsed(entry)
-        try:
-            parsed.content_hash = file_hash(entry.path)
-            if stored.complete(str(entry.path), parsed.content_hash):
-                parsed.unchanged = True
-                return parsed
-            doc = extract(entry.path, max_bytes=self.settings.max_bytes)
-            parsed.title, parsed.file_type = doc.title, doc.file_type
-            parsed.chunks = chunk_text(doc.text, self.embedder.tokenizer, self.chunk_tokens, self.chunk_overlap)
-            if not parsed.chunks:
-                parsed.error = "no text to index"
-        except ExtractionError as exc:
-            parsed.error = exc.reason
-        except OSError as exc:
-            parsed.error = f"cannot read: {exc.strerror or exc}"
-        except Exception as exc:  # a parser bug on one odd file must not stop the run
-            logger.exception("failed to parse %s", entry.path)
-            parsed.error = f"{type(exc).__name__}: {exc}"
-        return parsed
-
-    def _points(self, parsed: _Parsed) -> list[Point]:
-        """The file's chunks as points, dense vectors still empty."""
-        source, count = str(parsed.entry.path), len(parsed.chunks)
-        return [
-            Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text, payload=make_payload(
-                page_content=chunk.text, source=source, root=str(parsed.entry.root), chunk_index=i,
-                chunk_count=count, start=chunk.start, end=chunk.end, title=parsed.title,
-                file_type=parsed.file_type, mtime=parsed.entry.mtime, content_hash=parsed.content_hash,
-            ))
-            for i, chunk in enumerate(parsed.chunks)
-        ]
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -201,12 +216,8 @@ class Indexer:
         seen = {str(e.path) for e in entries}
 
         bar = tqdm(total=len(entries), desc="indexing", unit="file", disable=not progress)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as parse_pool, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as write_pool:
-            pending_writes: list[Future] = []
-            batch: list[Point] = []
-            finishing: list[_Parsed] = []
-            for done, parsed in enumerate(self._parsed_in_order(entries, stored, parse_pool), start=1):
+        with _Writer(self.store, self.collection, self.settings.embed_batch) as writer:
+            for done, parsed in enumerate(self._embedded(entries, stored), start=1):
                 bar.update(1)
                 if on_progress is not None:
                     on_progress(done, len(entries))
@@ -218,18 +229,9 @@ class Indexer:
                     report.unchanged += 1
                     continue
                 report.indexed += 1
-                report.chunks += len(parsed.chunks)
-                batch.extend(self._points(parsed))
-                finishing.append(parsed)
-                if len(batch) >= self.settings.embed_batch:
-                    pending_writes.append(self._flush(batch, finishing, stored, write_pool))
-                    batch, finishing = [], []
-                    bar.set_postfix(chunks=report.chunks)
-                    self._throttle(pending_writes)
-            if batch or finishing:
-                pending_writes.append(self._flush(batch, finishing, stored, write_pool))
-            for fut in pending_writes:
-                fut.result()
+                report.chunks += len(parsed.points)
+                bar.set_postfix(chunks=report.chunks, refresh=False)
+                writer.add(parsed.points, stored.stale_ids(str(parsed.entry.path), parsed.content_hash))
         bar.close()
         report.removed = self._remove_missing(roots, seen, stored)
         if report.chunks:
@@ -244,34 +246,32 @@ class Indexer:
                     report.seconds)
         return report
 
-    def _parsed_in_order(self, entries: list[FileEntry], stored: StoredFiles,
-                         pool: ThreadPoolExecutor) -> Iterator[_Parsed]:
-        window: list[Future] = []
-        for entry in entries:
-            window.append(pool.submit(self._parse, entry, stored))
-            if len(window) >= self.settings.parse_ahead:
-                yield window.pop(0).result()
-        for fut in window:
-            yield fut.result()
+    def _embedded(self, entries: list[FileEntry], stored: StoredFiles) -> Iterator[ParsedFile]:
+        """Every entry parsed and its points embedded, in order.
 
-    def _flush(self, batch: list[Point], finishing: list[_Parsed], stored: StoredFiles,
-               pool: ThreadPoolExecutor) -> Future:
-        vectors = self.embedder.embed_documents([p.text for p in batch]) if batch else []
-        points = [replace(p, dense=vec.tolist()) for p, vec in zip(batch, vectors)]
-        stale = [pid for parsed in finishing
-                 for pid in stored.stale_ids(str(parsed.entry.path), parsed.content_hash)]
-        return pool.submit(self._write, points, stale)
+        Parsing runs in threads ahead of the model; files are embedded together in batches of
+        about ``embed_batch`` chunks.
+        """
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool:
+            window: list[Future] = []
+            waiting: list[ParsedFile] = []
+            for entry in entries:
+                window.append(pool.submit(self.chunker.parse, entry, stored.complete_digest(str(entry.path))))
+                if len(window) < self.settings.parse_ahead:
+                    continue
+                waiting.append(window.pop(0).result())
+                if sum(len(p.points) for p in waiting) >= self.settings.embed_batch:
+                    yield from self._embed(waiting)
+                    waiting = []
+            waiting.extend(fut.result() for fut in window)
+            yield from self._embed(waiting)
 
-    def _write(self, points: list[Point], stale: list[str]) -> None:
-        if points:
-            self.store.upsert(self.collection, points)
-        if stale:  # only after the new version is in: the file never vanishes from search
-            self.store.delete(self.collection, stale)
-
-    @staticmethod
-    def _throttle(pending: list[Future]) -> None:
-        while len(pending) > 2:
-            pending.pop(0).result()
+    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:
+        points = [p for f in files for p in f.points]
+        vectors = iter(self.embedder.embed_documents([p.text for p in points]) if points else [])
+        for f in files:
+            f.points = [replace(p, dense=next(vectors).tolist()) for p in f.points]
+        return files
 
     def _remove_missing(self, roots: list[Path], seen: set[str], stored: StoredFiles) -> int:
         removed = 0
@@ -281,3 +281,49 @@ class Indexer:
             self.store.delete_where(self.collection, source)
             removed += 1
         return removed
+
+
+class _Writer:
+    """Writes points in batches on a background thread, behind the model.
+
+    A file's stale points (its previous content) are deleted in the same job, after its new
+    points are in: the file never vanishes from search.
+    """
+
+    def __init__(self, store: VectorStore, collection: str, batch: int, max_pending: int = 2) -> None:
+        self.store, self.collection, self.batch, self.max_pending = store, collection, batch, max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self._pending: list[Future] = []
+        self._points: list[Point] = []
+        self._stale: list[str] = []
+
+    def add(self, points: list[Point], stale: list[str]) -> None:
+        self._points.extend(points)
+        self._stale.extend(stale)
+        if len(self._points) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._points or self._stale:
+            self._pending.append(self._pool.submit(self._write, self._points, self._stale))
+            self._points, self._stale = [], []
+        while len(self._pending) > self.max_pending:
+            self._pending.pop(0).result()
+
+    def _write(self, points: list[Point], stale: list[str]) -> None:
+        if points:
+            self.store.upsert(self.collection, points)
+        if stale:
+            self.store.delete(self.collection, stale)
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+                for fut in self._pending:
+                    fut.result()
+        finally:
+            self._pool.shutdown(wait=True)

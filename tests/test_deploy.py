@@ -58,6 +58,7 @@ def test_core_services_and_profiles():
     assert SERVICES["app"]["command"] == ["ui", "--host", "0.0.0.0", "--port", "8501"]
     assert SERVICES["indexer"]["command"] == ["index", "/docs"]
     assert "${DOCS_DIR:-./samples}:/docs:ro" in SERVICES["indexer"]["volumes"]
+    assert SERVICES["indexer"]["environment"]["RAG_WORKERS"] == "${RAG_WORKERS:-1}"
     assert (ROOT / "samples").is_dir()
 
 
@@ -181,8 +182,8 @@ def test_dockerfile_pins_torch_like_pyproject_and_runs_rag():
     assert "torch==2.13.0" in deps
     runs = [arg for op, arg in instructions if op == "RUN"]
     assert any(re.search(r"pip install torch==2\.13\.0 --index-url", r) for r in runs)
-    assert any(re.search(r"pip install \.( |$)", r) for r in runs)
-    assert runs.index(next(r for r in runs if "torch==" in r)) < runs.index(next(r for r in runs if "install ." in r))
+    assert any(re.search(r'pip install "?\.(\[scale\])?"?( |$)', r) for r in runs)  # with Ray for --workers
+    assert runs.index(next(r for r in runs if "torch==" in r)) < runs.index(next(r for r in runs if re.search(r"install \"?\.", r)))
     assert json.loads(dict(instructions)["ENTRYPOINT"]) == ["rag"]
     assert dict(instructions)["EXPOSE"] == "8501"
     users = [arg for op, arg in instructions if op == "USER"]
