@@ -17,6 +17,8 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 Rankings = Mapping[str, Sequence[str]]
@@ -94,3 +96,29 @@ def compute_metrics(rankings: Rankings, qrels: Qrels,
                        len(missing), len(qrels), missing[0])
     per_query = per_query_metrics(rankings, qrels, metrics)
     return {m: sum(v[m] for v in per_query.values()) / len(per_query) for m in metrics}
+
+
+def paired_comparison(before: Mapping[str, float], after: Mapping[str, float], *,
+                      resamples: int = 10_000, seed: int = 0) -> dict:
+    """Is ``after`` really better than ``before`` on the same queries (``{query id: score}``)?
+
+    Returns the mean per-query difference, its 95 % bootstrap interval, and the two-sided p-value
+    of a paired permutation test (each query's two scores swapped at random), both from
+    ``scipy.stats``; plus how many queries got better and worse.
+    """
+    from scipy import stats
+
+    if before.keys() != after.keys() or not before:
+        raise ValueError("paired_comparison needs scores for the same, non-empty set of queries.")
+    qids = sorted(before)
+    a = np.array([before[q] for q in qids], dtype=float)
+    b = np.array([after[q] for q in qids], dtype=float)
+    diff = b - a
+    if not diff.any():
+        return {"delta": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0, "queries": len(qids), "better": 0, "worse": 0}
+    test = stats.permutation_test((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
+                                  permutation_type="samples", n_resamples=resamples, rng=seed)
+    ci = stats.bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile", rng=seed).confidence_interval
+    return {"delta": round(float(diff.mean()), 4), "ci95": [round(float(ci.low), 4), round(float(ci.high), 4)],
+            "p_value": round(float(test.pvalue), 4), "queries": len(qids),
+            "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}

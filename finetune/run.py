@@ -2,9 +2,12 @@
 
     workdir/passages.jsonl      {"_id", "text"}: sampled chunks of the user's collection (input)
     workdir/generated.jsonl     generate: one query per (passage, task type), by a local LLM
-    workdir/refined.jsonl       refine: malformed, duplicate, repetitive-passage, false-positive filters
+    workdir/screened.jsonl      refine: after the model-free filters (malformed, copied, duplicate, repetitive)
+    workdir/refined.jsonl       refine: screened, then the false-positive filter (training data)
     workdir/mined.jsonl         mine: hard negatives with a false-negative guard
-    workdir/train.jsonl         split: training queries; workdir/heldout/ a BEIR folder of held-out ones
+    workdir/train.jsonl         split: training queries; workdir/heldout/ a BEIR folder of held-out ones,
+                                taken from screened.jsonl: the false-positive filter asks the base model,
+                                so held-out queries filtered by it would favour the base model
     workdir/report.json         counts of every step, eval before/after
     <adapter>/                  train: the LoRA adapter, rag_adapter.json, training_card.json, README.md
 """
@@ -25,7 +28,7 @@ from embedder import Embedder
 from .beir import BeirDataset, load_beir, write_beir
 from .evaluate import dense_rankings
 from .generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
-from .metrics import compute_metrics
+from .metrics import DEFAULT_METRICS, paired_comparison, per_query_metrics
 from .refine import (
     Dropped,
     Example,
@@ -113,6 +116,7 @@ def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineRep
     examples, _ = drop_malformed(examples, passages, report=report)
     examples = drop_prompt_copies(examples, report)
     examples, _ = dedupe_queries(examples, report=report)
+    write_jsonl(workdir / "screened.jsonl", _rows(examples))
     if examples:
         q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
         examples, _ = filter_false_positives(examples, q_vecs, p_vecs, ids, top_k=top_k, report=report)
@@ -136,13 +140,15 @@ def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: f
 
 
 def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
-    """Hold out the queries of a random fraction of passages (no passage is in both splits)."""
+    """Hold out a random fraction of passages: their screened queries are the test set, the mined
+    examples of the other passages the training set (no passage is in both)."""
     rows = read_jsonl(_need(workdir / "mined.jsonl", "mine"))
-    pids = sorted({r["positive_id"] for r in rows})
+    screened = read_jsonl(_need(workdir / "screened.jsonl", "refine"))
+    pids = sorted({r["positive_id"] for r in screened})
     random.Random(seed).shuffle(pids)
     held = set(pids[: max(1, round(len(pids) * heldout_fraction))])
     train = [r for r in rows if r["positive_id"] not in held]
-    test = [r for r in rows if r["positive_id"] in held]
+    test = [r for r in screened if r["positive_id"] in held]
     write_jsonl(workdir / "train.jsonl", train)
     passages = load_passages(workdir)
     queries = {f"q{i}": r["query"] for i, r in enumerate(test)}
@@ -155,8 +161,8 @@ def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> t
     return len(train), len(test)
 
 
-def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, float]:
-    """nDCG@10 etc. on the held-out queries, each embedded with its own task instruction."""
+def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10 etc. on the held-out queries, each embedded with its own task instruction."""
     dataset = load_beir(_need(workdir / "heldout", "split"))
     task_of = {r["_id"]: r["task"] for r in read_jsonl(workdir / "heldout" / "tasks.jsonl")}
     rankings: dict[str, list[str]] = {}
@@ -165,7 +171,19 @@ def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, float]:
                              {q: r for q, r in dataset.qrels.items() if task_of.get(q) == task})
         if subset.queries:
             rankings.update(dense_rankings(embedder, subset, k=100, task=task))
-    return {k: round(v, 4) for k, v in compute_metrics(rankings, dataset.qrels).items()}
+    return per_query_metrics(rankings, dataset.qrels)
+
+
+def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {m: round(sum(q[m] for q in per_query.values()) / len(per_query), 4) for m in DEFAULT_METRICS}
+
+
+def compare_heldout(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict:
+    """Means before and after, and for nDCG@10 and MRR@10 whether the change is real (paired tests)."""
+    return {"before": _means(before), "after": _means(after),
+            "significance": {m: paired_comparison({q: v[m] for q, v in before.items()},
+                                                  {q: v[m] for q, v in after.items()})
+                             for m in ("ndcg@10", "mrr@10")}}
 
 
 def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: TrainConfig = TrainConfig(),
@@ -175,14 +193,14 @@ def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: Tra
     examples = read_jsonl(_need(workdir / "train.jsonl", "split"))
     before = evaluate_heldout(embedder, workdir)
     result = train_adapter(embedder, examples, passages, adapter_dir, config, progress=progress)
-    after = evaluate_heldout(embedder, workdir)
+    evaluation = compare_heldout(before, evaluate_heldout(embedder, workdir))
     report = _update_report(workdir, "train", {"steps": result.steps, "seconds": result.seconds,
                                                "first_loss": result.losses[:5], "last_loss": result.losses[-5:]})
-    report = _update_report(workdir, "eval", {"before": before, "after": after})
+    report = _update_report(workdir, "eval", evaluation)
     card = {"base_model": embedder.spec.name, "base_model_id": embedder.fingerprint.model_id,
             "train_config": asdict(config), "data": {k: report.get(k) for k in
                                                    ("generated", "refine", "mine", "split")},
-            "eval_heldout": {"before": before, "after": after}, "training": report["train"]}
+            "eval_heldout": evaluation, "training": report["train"]}
     (adapter_dir / "training_card.json").write_text(json.dumps(card, indent=2))
     (adapter_dir / "README.md").write_text(_card_markdown(card))
     return card
@@ -195,6 +213,10 @@ def _card_markdown(card: dict) -> str:
              "## Held-out evaluation (generated queries on held-out passages)", "",
              "| metric | before | after |", "|---|---|---|"]
     lines += [f"| {m} | {before[m]:.4f} | {after[m]:.4f} |" for m in before]
+    lines += ["", "Paired over the same queries (permutation test p-value, 95 % bootstrap interval of the change):", ""]
+    lines += [f"- {m}: {s['delta']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}], p = {s['p_value']:.4f}; "
+              f"{s['better']} queries better, {s['worse']} worse of {s['queries']}"
+              for m, s in card["eval_heldout"]["significance"].items()]
     lines += ["", "## Data", "", "```json", json.dumps(card["data"], indent=2), "```", "",
               "## Hyper-parameters", "", "```json", json.dumps(card["train_config"], indent=2), "```", ""]
     return "\n".join(lines)

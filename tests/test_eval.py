@@ -10,7 +10,15 @@ import pytest
 
 from finetune.beir import BeirDataset, BeirFormatError, load_beir, write_beir
 from finetune.evaluate import dense_rankings, evaluate, exact_top_k
-from finetune.metrics import compute_metrics, mrr_at_k, ndcg_at_k, parse_metric, per_query_metrics, recall_at_k
+from finetune.metrics import (
+    compute_metrics,
+    mrr_at_k,
+    ndcg_at_k,
+    paired_comparison,
+    parse_metric,
+    per_query_metrics,
+    recall_at_k,
+)
 
 # -- metrics, by hand ----------------------------------------------------------------------------
 # q1 judged {d1: 2, d2: 0, d3: 1}, ranked [d2, d1, d4, d3]:
@@ -235,3 +243,27 @@ def test_store_paths_sparse_hybrid_and_dense_agree(default_embedder, tmp_path):
 def test_ndcg_formula_constant():
     # guard against a log base slip: rank-2 discount is 1/log2(3)
     assert ndcg_at_k(["x", "d"], {"d": 1}, 10) == pytest.approx(1 / math.log2(3))
+
+
+def test_paired_comparison_exact_small_case():
+    """4 queries, each better by 0.5: the 16 sign flips give |mean| = 0.5 only for all-same signs."""
+    before = {f"q{i}": 0.25 for i in range(4)}
+    after = {f"q{i}": 0.75 for i in range(4)}
+    result = paired_comparison(before, after)
+    assert result["delta"] == 0.5 and result["ci95"] == [0.5, 0.5]
+    assert result["p_value"] == pytest.approx(2 / 16)  # exact test: 2^4 arrangements, 2 as extreme
+    assert (result["better"], result["worse"], result["queries"]) == (4, 0, 4)
+
+
+def test_paired_comparison_tells_a_real_gain_from_noise():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 120)
+    gain = {f"q{i}": float(b + 0.05) for i, b in enumerate(base)}  # every query up by 0.05
+    noise = {f"q{i}": float(b + rng.choice([-0.05, 0.05])) for i, b in enumerate(base)}
+    before = {f"q{i}": float(b) for i, b in enumerate(base)}
+    real, chance = paired_comparison(before, gain), paired_comparison(before, noise)
+    assert real["p_value"] < 0.001 and real["ci95"][0] > 0
+    assert chance["p_value"] > 0.05 and chance["ci95"][0] < 0 < chance["ci95"][1]
+    assert paired_comparison(before, before)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same"):
+        paired_comparison(before, {"other": 1.0})

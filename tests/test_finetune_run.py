@@ -79,16 +79,28 @@ def test_refine_mine_split_train_on_known_data(default_embedder, workdir):
     mined = read_jsonl(workdir / "mined.jsonl")
     assert all(r["positive_id"] not in r["hard_negative_ids"] for r in mined)
     train_n, held_n = run.step_split(workdir, heldout_fraction=0.25)
-    assert train_n + held_n == len(mined) and held_n > 0
-    held_passages = {r["positive_id"] for r in mined} - {r["positive_id"] for r in read_jsonl(workdir / "train.jsonl")}
-    assert held_passages  # held-out passages never appear in training
+    train = read_jsonl(workdir / "train.jsonl")
+    screened = read_jsonl(workdir / "screened.jsonl")
+    assert len(screened) == steps["dedupe_queries"]["kept"]  # before the false-positive filter
+    held = {r["positive_id"] for r in screened} - {r["positive_id"] for r in train}
+    assert held and not held & {r["positive_id"] for r in train}  # no passage in both splits
+    # training: the mined examples of the other passages; held-out: every screened query of the
+    # held passages, including false positives the base model's filter removed from training
+    assert train == [r for r in mined if r["positive_id"] not in held] and len(train) == train_n
+    assert held_n == sum(r["positive_id"] in held for r in screened)
+    assert json.loads((workdir / "heldout" / "queries.jsonl").read_text().splitlines()[0])["text"] in \
+        {r["query"] for r in screened if r["positive_id"] in held}
 
     card = run.step_train(workdir, default_embedder, workdir / "adapter",
                           TrainConfig(epochs=1, batch_size=4, max_steps=3, temperature=0.05), progress=False)
     assert card["training"]["steps"] == 3
     assert set(card["eval_heldout"]["before"]) == {"ndcg@10", "mrr@10", "recall@10", "recall@100"}
     assert card["eval_heldout"]["before"]["recall@100"] == 1.0  # 8 passages: all retrieved
-    assert (workdir / "adapter" / "README.md").read_text().count("| ndcg@10 |") == 1
+    significance = card["eval_heldout"]["significance"]
+    assert set(significance) == {"ndcg@10", "mrr@10"}
+    assert 0 <= significance["ndcg@10"]["p_value"] <= 1 and significance["ndcg@10"]["queries"] == held_n
+    readme = (workdir / "adapter" / "README.md").read_text()
+    assert readme.count("| ndcg@10 |") == 1 and "p = " in readme
     tuned = Embedder.from_pretrained("default", adapter=str(workdir / "adapter"))
     assert tuned.fingerprint.adapter_id and tuned.fingerprint.key != Embedder.from_pretrained("default").fingerprint.key
 
