@@ -12,7 +12,7 @@ other processes: the driver never loads the model). All phases must write the sa
 On a GPU machine ``--workers-list 1,2,4`` measures the scaling over GPUs; on a CPU-only machine
 the workers share the cores, so the figure to read is the fixed cost of the Ray path.
 
-    .venv/bin/python bench/index_workers.py [--quick] [--files 20] [--workers-list 1,2]
+    .venv/bin/python bench/index_workers.py [--quick] [--files 20] [--workers-list 1,2] [--model DIR]
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ def phase(args: argparse.Namespace) -> None:
     with EdgeStore(Path(args.store)) as store:
         t = time.perf_counter()
         if args.phase == "local":
-            indexer = Indexer(Embedder.from_config(EmbedderConfig()), store, "bench")
+            indexer = Indexer(Embedder.from_config(EmbedderConfig(model=args.model)), store, "bench")
             start = time.perf_counter()  # model loading excluded: the baseline is the pipeline alone
         else:
             from indexer.distributed import RayIndexer
 
-            indexer = RayIndexer(EmbedderConfig(), store, "bench", workers=int(args.phase.removeprefix("ray")))
+            indexer = RayIndexer(EmbedderConfig(model=args.model), store, "bench",
+                                 workers=int(args.phase.removeprefix("ray")))
             start = t
         report = indexer.run([Path(args.dir)], progress=False)
         seconds = time.perf_counter() - start
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 files (smoke test)")
     ap.add_argument("--files", type=int, default=20, help="python-docs pages, spread over the docs")
     ap.add_argument("--workers-list", default="1,2", help="worker counts to run through Ray")
+    ap.add_argument("--model", default="default", help="model folder (e.g. a 7B model on a GPU machine)")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
@@ -63,7 +65,7 @@ def main() -> None:
         return phase(args)
     if args.quick:
         args.files = 4
-    start = common.header("index_workers", files=args.files, workers=args.workers_list)
+    start = common.header("index_workers", files=args.files, workers=args.workers_list, model=args.model)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-workers-"))
     try:
         docs = work / "docs"
@@ -73,7 +75,8 @@ def main() -> None:
             shutil.copy2(src, dst)
         results = []
         for name in ["local", *(f"ray{n}" for n in args.workers_list.split(","))]:
-            r = common.run_child(__file__, ["--phase", name, "--dir", str(docs), "--store", str(work / name)])
+            r = common.run_child(__file__, ["--phase", name, "--dir", str(docs), "--store", str(work / name),
+                                            "--model", args.model])
             print(f"# {name}: {r['seconds']:.1f}s, {r['chunks']} chunks, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"loadavg {r['loadavg']}", flush=True)
             results.append(r)

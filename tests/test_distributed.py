@@ -136,6 +136,21 @@ def test_cuda_workers_on_a_cpu_cluster_are_refused(cluster, store, tmp_path):
         RayIndexer(config, store, "docs", SETTINGS, workers=1).run([corpus], progress=False)
 
 
+@pytest.mark.gpu
+def test_gpu_workers_match_the_in_process_indexer(cluster, store, tiny_embedder, tiny_mistral_dir, tmp_path):
+    """One GPU per worker (as many as there are, up to 2), the tiny Mistral in bf16."""
+    import torch
+
+    corpus = make_corpus(tmp_path / "docs", bad=False)
+    config = EmbedderConfig(model=str(tiny_mistral_dir), device="cuda", max_length=64, batch_tokens=512)
+    workers = min(2, torch.cuda.device_count())
+    report = RayIndexer(config, store, "gpu", SETTINGS, workers=workers).run([corpus], progress=False)
+    Indexer(tiny_embedder, store, "cpu", SETTINGS).run([corpus], progress=False)
+    got, want = points(store, "gpu"), points(store, "cpu")
+    assert report.indexed == 5 and got.keys() == want.keys()
+    assert min(float(v @ got[pid][0]) for pid, (v, _) in want.items()) > 0.99  # bf16 vs fp32
+
+
 def test_a_worker_with_other_model_files_refuses_to_embed():
     with pytest.raises(EmbedderError, match="same model files"):
         _EmbedWorker(CONFIG, expected="0" * 16, threads=1)
