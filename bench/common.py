@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -165,6 +166,15 @@ def doc_files(n: int | None = None) -> list[Path]:
         return files
     step = len(files) / n
     return [files[int(i * step)] for i in range(n)]
+
+
+def copy_docs(n: int, dest: Path) -> Path:
+    """Copy :func:`doc_files` ``(n)`` under ``dest``, keeping their paths below the docs root."""
+    for src in doc_files(n):
+        dst = dest / src.relative_to(DOCS)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return dest
 
 
 def doc_chunks(n: int, tokenizer=None, chunk_tokens: int = 254, overlap: int = 32) -> list[str]:

@@ -87,11 +87,7 @@ def main() -> None:
     start = common.header("index_pipeline", files=args.files, threads=args.threads or "default")
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
-        docs = work / "docs"
-        for src in common.doc_files(args.files):
-            dst = docs / src.relative_to(common.DOCS)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+        docs = common.copy_docs(args.files, work / "docs")
         size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file()) / 1e6
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
         common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads)]

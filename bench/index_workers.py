@@ -68,11 +68,7 @@ def main() -> None:
     start = common.header("index_workers", files=args.files, workers=args.workers_list, model=args.model)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-workers-"))
     try:
-        docs = work / "docs"
-        for src in common.doc_files(args.files):
-            dst = docs / src.relative_to(common.DOCS)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+        docs = common.copy_docs(args.files, work / "docs")
         results = []
         for name in ["local", *(f"ray{n}" for n in args.workers_list.split(","))]:
             r = common.run_child(__file__, ["--phase", name, "--dir", str(docs), "--store", str(work / name),
