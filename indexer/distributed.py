@@ -97,7 +97,8 @@ class RayIndexer(Indexer):
         blocks = min(len(files), max(self.workers, -(-len(files) // self.files_per_task)))  # >= 1 per worker
         return (
             ray.data.from_items(files, override_num_blocks=blocks)
-            .map_batches(_parse_files, batch_size=self.files_per_task, batch_format="numpy",
+            .map_batches(_parse_files, batch_size=min(self.files_per_task, -(-len(files) // self.workers)),
+                         batch_format="numpy",
                          # half a CPU: unlike the CPU workers' 1, this keeps Ray from fusing
                          # parsing into the embedding actors, so the two overlap
                          fn_kwargs={"chunker": self.chunker}, num_cpus=0.5)
@@ -105,8 +106,7 @@ class RayIndexer(Indexer):
                          fn_constructor_kwargs={"config": config, "expected": self.fingerprint.key,
                                                 "threads": self.cpus_per_worker},
                          compute=ray.data.ActorPoolStrategy(size=self.workers),
-                         num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker,
-                         max_restarts=0)  # a lost worker fails the run; the next run resumes it
+                         num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker)
         )
 
 
@@ -119,7 +119,11 @@ def _connect(ray, address: str | None, local_cpus: int) -> bool:
         if address:
             _check_reachable(address)
             ray.init(address=address, **options)
-        else:  # enough logical CPUs that parse tasks run beside the embedding actors
+        else:
+            # Ray starts workers at nice 15 by default; for this run they are the work itself, so
+            # they run at this process's priority. Enough logical CPUs that parse tasks run beside
+            # the embedding actors.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max(os.cpu_count() or 1, local_cpus), **options)
     except ConnectionError as exc:
         raise ConnectionError(
