@@ -98,8 +98,9 @@ def test_search_in_a_real_browser(tmp_path, default_embedder, sync_playwright):
                 expect(top).to_contain_text("venv.rst", timeout=60_000)
                 expect(top.locator("mark").first).to_be_visible()
                 expect(page.get_by_text("results in")).to_contain_text(" ms")
-                hits = page.locator("[class*='st-key-hit-']")
-                assert hits.count() >= len(SAMPLES)
+                # results render one after another: wait for the last expected one before counting
+                expect(page.locator(f".st-key-hit-{len(SAMPLES)}")).to_be_visible(timeout=30_000)
+                assert page.locator("[class*='st-key-hit-']").count() >= len(SAMPLES)
                 box.fill("where can I ask questions: mailing lists, newsgroups and the FAQ")
                 box.press("Enter")
                 expect(top).to_contain_text("whatnow.rst", timeout=30_000)
