@@ -94,7 +94,12 @@ def compute_metrics(rankings: Rankings, qrels: Qrels,
     if missing:
         logger.warning("%d of %d judged queries have no ranking (e.g. %r); they score 0",
                        len(missing), len(qrels), missing[0])
-    per_query = per_query_metrics(rankings, qrels, metrics)
+    return mean_metrics(per_query_metrics(rankings, qrels, metrics), metrics)
+
+
+def mean_metrics(per_query: Mapping[str, Mapping[str, float]],
+                 metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Each metric averaged over the queries of :func:`per_query_metrics`'s result."""
     return {m: sum(v[m] for v in per_query.values()) / len(per_query) for m in metrics}
 
 

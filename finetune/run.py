@@ -28,7 +28,7 @@ from embedder import Embedder
 from .beir import BeirDataset, load_beir, write_beir
 from .evaluate import dense_rankings
 from .generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
-from .metrics import DEFAULT_METRICS, paired_comparison, per_query_metrics
+from .metrics import mean_metrics, paired_comparison, per_query_metrics
 from .refine import (
     Dropped,
     Example,
@@ -175,7 +175,7 @@ def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, dict[str, f
 
 
 def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {m: round(sum(q[m] for q in per_query.values()) / len(per_query), 4) for m in DEFAULT_METRICS}
+    return {m: round(v, 4) for m, v in mean_metrics(per_query).items()}
 
 
 def compare_heldout(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict:
