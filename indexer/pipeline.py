@@ -255,14 +255,16 @@ class Indexer:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool:
             window: list[Future] = []
             waiting: list[ParsedFile] = []
+            chunks = 0
             for entry in entries:
                 window.append(pool.submit(self.chunker.parse, entry, stored.complete_digest(str(entry.path))))
                 if len(window) < self.settings.parse_ahead:
                     continue
                 waiting.append(window.pop(0).result())
-                if sum(len(p.points) for p in waiting) >= self.settings.embed_batch:
+                chunks += len(waiting[-1].points)
+                if chunks >= self.settings.embed_batch:
                     yield from self._embed(waiting)
-                    waiting = []
+                    waiting, chunks = [], 0
             waiting.extend(fut.result() for fut in window)
             yield from self._embed(waiting)
 
