@@ -6,6 +6,7 @@ shared and noisy), together with ``os.getloadavg()`` before and after.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -166,6 +167,18 @@ def doc_files(n: int | None = None) -> list[Path]:
         return files
     step = len(files) / n
     return [files[int(i * step)] for i in range(n)]
+
+
+def folder_bench_parser(doc: str, files: int, phases: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Options of a benchmark over a copy of ``--files`` python-docs pages whose phases run as
+    child processes (hidden ``--phase``, ``--dir``, ``--store``); ``--quick`` means 4 files."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="4 files (smoke test)")
+    ap.add_argument("--files", type=int, default=files, help="python-docs pages, spread over the docs")
+    ap.add_argument("--phase", choices=phases, help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    return ap
 
 
 def copy_docs(n: int, dest: Path) -> Path:

@@ -71,14 +71,9 @@ def phase(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4 files (smoke test)")
-    ap.add_argument("--files", type=int, default=40, help="python-docs pages, spread over the docs")
+    ap = common.folder_bench_parser(__doc__, files=40, phases=["embed", "index", "reindex"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each phase (0: torch's default, "
                     "as `rag index` runs)")
-    ap.add_argument("--phase", choices=["embed", "index", "reindex"], help=argparse.SUPPRESS)
-    ap.add_argument("--dir", help=argparse.SUPPRESS)
-    ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
         return phase(args)

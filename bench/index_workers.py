@@ -52,14 +52,9 @@ def phase(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4 files (smoke test)")
-    ap.add_argument("--files", type=int, default=20, help="python-docs pages, spread over the docs")
+    ap = common.folder_bench_parser(__doc__, files=20)
     ap.add_argument("--workers-list", default="1,2", help="worker counts to run through Ray")
     ap.add_argument("--model", default="default", help="model folder (e.g. a 7B model on a GPU machine)")
-    ap.add_argument("--phase", help=argparse.SUPPRESS)
-    ap.add_argument("--dir", help=argparse.SUPPRESS)
-    ap.add_argument("--store", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
         return phase(args)
