@@ -91,7 +91,8 @@ def test_refine_mine_split_train_on_known_data(default_embedder, workdir):
     assert json.loads((workdir / "heldout" / "queries.jsonl").read_text().splitlines()[0])["text"] in \
         {r["query"] for r in screened if r["positive_id"] in held}
 
-    card = run.step_train(workdir, default_embedder, workdir / "adapter",
+    # training wraps the embedder's model in place: a fresh one, not the session-wide default_embedder
+    card = run.step_train(workdir, Embedder.from_pretrained("default"), workdir / "adapter",
                           TrainConfig(epochs=1, batch_size=4, max_steps=3, temperature=0.05), progress=False)
     assert card["training"]["steps"] == 3
     assert set(card["eval_heldout"]["before"]) == {"ndcg@10", "mrr@10", "recall@10", "recall@100"}
