@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-DOCS = Path("/usr/share/doc/python3.11/html")
+DOCS = Path(os.environ.get("RAG_BENCH_DOCS", "/usr/share/doc/python3.11/html"))
 CACHE = Path(os.environ.get("RAG_BENCH_CACHE", "/tmp/rag-bench-cache"))
 
 

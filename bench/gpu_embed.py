@@ -131,8 +131,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--train-seqs", type=int, default=8)
-    ap.add_argument("--workdir", help="where to save the random model (default: a temp folder)")
+    ap.add_argument("--workdir", help="where to save the random model (default: a temp folder, removed after)")
+    ap.add_argument("--save-only", action="store_true",
+                    help="save the random model and its tokenizer to WORKDIR/mistral-random and stop "
+                         "(a model folder for index_pipeline.py --model)")
     args = ap.parse_args()
+    if args.save_only and not args.workdir:
+        ap.error("--save-only needs --workdir")
 
     import torch
 
@@ -201,6 +206,8 @@ def main() -> None:
 
         t, _ = common.timed(lambda: (model.save_pretrained(folder), tokenizer.save_pretrained(folder)))
         print(f"# saved the random model to {folder} in {t:.0f}s")
+        if args.save_only:
+            return
         ours_bf16 = measure(f"ours {'bf16' if cuda else 'fp32'} (constructor)", ours.embed_documents)
         ours.model = model = None
         free()

@@ -12,6 +12,7 @@ CPU seconds (this process, all its threads) are printed next to wall seconds: wi
 thread they measure the work whatever the machine's load; wall time swings with other processes.
 
     .venv/bin/python bench/index_pipeline.py [--quick] [--files 40] [--threads 0]
+    python bench/index_pipeline.py --model DIR --quantization 4bit --device cuda --files 200   # a GPU
 """
 
 from __future__ import annotations
@@ -35,17 +36,19 @@ def phase(args: argparse.Namespace) -> None:
     from embedder import Embedder
 
     t = time.perf_counter()
-    embedder = Embedder.from_pretrained("default")
+    embedder = Embedder.from_pretrained(args.model, quantization=args.quantization, device=args.device)
     load_s = time.perf_counter() - t
     result = {"phase": args.phase, "load_s": load_s, "threads": torch.get_num_threads()}
+    from indexer.pipeline import IndexSettings
+
+    settings = IndexSettings(embed_batch=args.embed_batch) if args.embed_batch else IndexSettings()
     if args.phase == "embed":
         from indexer.chunking import chunk_text
         from indexer.extract import extract
         from indexer.pipeline import Indexer
         from indexer.walk import walk
 
-        sizer = Indexer(embedder, None, "bench")  # the chunk size the indexer really uses (254 here)
-        settings = sizer.settings
+        sizer = Indexer(embedder, None, "bench", settings)  # the chunk size the indexer really uses (254 here)
         t = time.perf_counter()
         texts = [c.text for e in walk([args.dir])
                  for c in chunk_text(extract(e.path).text, embedder.tokenizer,
@@ -64,9 +67,11 @@ def phase(args: argparse.Namespace) -> None:
 
         with EdgeStore(Path(args.store)) as store:
             cpu = time.process_time()
-            report = Indexer(embedder, store, "bench").run([Path(args.dir)], progress=False)
+            report = Indexer(embedder, store, "bench", settings).run([Path(args.dir)], progress=False)
             result.update(seconds=report.seconds, cpu_s=time.process_time() - cpu, chunks=report.chunks, indexed=report.indexed,
                           unchanged=report.unchanged, failed=len(report.failed), points=store.count("bench"))
+    if torch.cuda.is_available():
+        result["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     common.emit(result)
 
 
@@ -74,24 +79,33 @@ def main() -> None:
     ap = common.folder_bench_parser(__doc__, files=40, phases=["embed", "index", "reindex"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each phase (0: torch's default, "
                     "as `rag index` runs)")
+    ap.add_argument("--model", default="default", help="embedding model (default: the packaged MiniLM)")
+    ap.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--embed-batch", type=int, default=0, help="chunks per embedding call, both phases "
+                    "(0: IndexSettings' default)")
     args = ap.parse_args()
     if args.phase:
         return phase(args)
     if args.quick:
         args.files = 4
-    start = common.header("index_pipeline", files=args.files, threads=args.threads or "default")
+    start = common.header("index_pipeline", files=args.files, threads=args.threads or "default", model=args.model,
+                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default")
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
         size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file()) / 1e6
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
-        common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads)]
+        common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads),
+                       "--model", args.model, "--quantization", args.quantization, "--device", args.device,
+                       "--embed-batch", str(args.embed_batch)]
         results = {}
         for name in ("embed", "index", "reindex"):
             results[name] = common.run_child(__file__, ["--phase", name, *common_args])
             r = results[name]
             print(f"# {name}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB, loadavg {r['loadavg']}", flush=True)
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB, peak GPU {r.get('gpu_peak_gib', '-')} GiB, loadavg {r['loadavg']}",
+                  flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     emb, idx, re_ = results["embed"], results["index"], results["reindex"]

@@ -222,7 +222,11 @@ class Embedder:
         """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""
         enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         mask = enc["attention_mask"].to(self.device)  # (batch, seq)
-        hidden = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask).last_hidden_state
+        # No KV cache for decoders: nothing is generated, and building one costs memory and, for
+        # sliding-window models (Mistral), a host-device copy per layer that stalls the GPU queue.
+        extra = {"use_cache": False} if self.spec.decoder else {}
+        out = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask, **extra)
+        hidden = out.last_hidden_state
         return F.normalize(pool(self.spec.pooling, hidden, mask).float(), p=2, dim=-1), mask.shape[1]
 
     def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:

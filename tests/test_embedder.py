@@ -103,6 +103,18 @@ def test_token_budget_batching_restores_order(tiny_mistral_dir):
     assert small.last_stats.texts == len(TEXTS) and small.last_stats.tokens_per_s > 0
 
 
+def test_decoder_forward_builds_no_kv_cache(tiny_embedder):
+    """Embedding generates nothing: a KV cache would only cost memory (and, for sliding-window
+    models, a host-device copy per layer that stalls a GPU)."""
+    caches = []
+    handle = tiny_embedder.model.register_forward_hook(lambda _m, _a, out: caches.append(out.past_key_values))
+    try:
+        tiny_embedder.embed_documents(["one text", "and another one"])
+    finally:
+        handle.remove()
+    assert caches == [None]
+
+
 def test_plan_batches_respects_budget():
     lengths = [5, 100, 7, 50, 50, 3, 100, 1]
     batches = plan_batches(lengths, batch_tokens=120)

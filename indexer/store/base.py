@@ -135,7 +135,7 @@ def normalize_id(value: object) -> str:
 def as_floats(vec: Sequence[float]) -> list[float]:
     """A plain list of floats from a list, tuple or numpy array."""
     tolist = getattr(vec, "tolist", None)
-    return [float(x) for x in (tolist() if tolist else vec)]
+    return list(map(float, tolist() if tolist else vec))
 
 
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
