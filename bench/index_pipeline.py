@@ -41,7 +41,8 @@ def phase(args: argparse.Namespace) -> None:
     result = {"phase": args.phase, "load_s": load_s, "threads": torch.get_num_threads()}
     from indexer.pipeline import IndexSettings
 
-    settings = IndexSettings(embed_batch=args.embed_batch) if args.embed_batch else IndexSettings()
+    settings = IndexSettings(parse_processes=args.parse_processes,
+                             **({"embed_batch": args.embed_batch} if args.embed_batch else {}))
     if args.phase == "embed":
         from indexer.chunking import chunk_text
         from indexer.extract import extract
@@ -84,13 +85,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--embed-batch", type=int, default=0, help="chunks per embedding call, both phases "
                     "(0: IndexSettings' default)")
+    ap.add_argument("--parse-processes", type=int, default=0, help="IndexSettings.parse_processes (0: threads)")
+    ap.add_argument("--phases", default="embed,index,reindex", help="a subset prints the phases' lines only")
     args = ap.parse_args()
     if args.phase:
         return phase(args)
     if args.quick:
         args.files = 4
     start = common.header("index_pipeline", files=args.files, threads=args.threads or "default", model=args.model,
-                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default")
+                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default",
+                          parse_processes=args.parse_processes)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
@@ -98,9 +102,9 @@ def main() -> None:
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
         common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads),
                        "--model", args.model, "--quantization", args.quantization, "--device", args.device,
-                       "--embed-batch", str(args.embed_batch)]
+                       "--embed-batch", str(args.embed_batch), "--parse-processes", str(args.parse_processes)]
         results = {}
-        for name in ("embed", "index", "reindex"):
+        for name in args.phases.split(","):
             results[name] = common.run_child(__file__, ["--phase", name, *common_args])
             r = results[name]
             print(f"# {name}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
@@ -108,6 +112,8 @@ def main() -> None:
                   flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if set(results) != {"embed", "index", "reindex"}:
+        return common.footer(start)
     emb, idx, re_ = results["embed"], results["index"], results["reindex"]
     if idx["chunks"] != emb["chunks"] or re_["unchanged"] != idx["indexed"] or re_["chunks"]:
         print(f"# WARNING: chunk counts differ: embed {emb['chunks']}, index {idx['chunks']}, "

@@ -17,8 +17,9 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,7 @@ class Indexer:
                 bar.set_postfix(chunks=report.chunks, refresh=False)
                 writer.add(parsed.points, stored.stale_ids(str(parsed.entry.path), parsed.content_hash))
         bar.close()
+        report.failed.sort(key=lambda f: f.path)  # files finish parsing in any order
         report.removed = self._remove_missing(roots, seen, stored)
         if report.chunks:
             self.store.build_index(self.collection)
@@ -247,26 +249,32 @@ class Indexer:
         return report
 
     def _embedded(self, entries: list[FileEntry], stored: StoredFiles) -> Iterator[ParsedFile]:
-        """Every entry parsed and its points embedded, in order.
+        """Every entry parsed and its points embedded, in the order parsing finishes.
 
-        Parsing runs in threads ahead of the model; files are embedded together in batches of
-        about ``embed_batch`` chunks.
+        Parsing runs in threads, up to ``parse_ahead`` files ahead of the model; parsed files are
+        embedded together in batches of about ``embed_batch`` chunks. A file that is slow to parse
+        (a large PDF) does not hold back the files behind it: the model takes whatever is ready.
         """
+        todo = iter(entries)
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool:
-            window: list[Future] = []
+            running: set[Future] = set()
+
+            def refill() -> None:
+                for entry in islice(todo, self.settings.parse_ahead - len(running)):
+                    running.add(pool.submit(self.chunker.parse, entry, stored.complete_digest(str(entry.path))))
+
+            refill()
             waiting: list[ParsedFile] = []
             chunks = 0
-            for entry in entries:
-                window.append(pool.submit(self.chunker.parse, entry, stored.complete_digest(str(entry.path))))
-                if len(window) < self.settings.parse_ahead:
-                    continue
-                waiting.append(window.pop(0).result())
-                chunks += len(waiting[-1].points)
-                if chunks >= self.settings.embed_batch:
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    waiting.append(future.result())
+                    chunks += len(waiting[-1].points)
+                refill()
+                if chunks >= self.settings.embed_batch or not running:
                     yield from self._embed(waiting)
                     waiting, chunks = [], 0
-            waiting.extend(fut.result() for fut in window)
-            yield from self._embed(waiting)
 
     def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:
         points = [p for f in files for p in f.points]

@@ -57,6 +57,36 @@ def test_index_reports_good_and_bad_files(default_embedder, store, corpus):
     assert {Path(s).name for s in sources} == {"qdrant.md", "bread.txt", "planets.html", "music.pdf", "hiking.docx"}
 
 
+def test_a_file_slow_to_parse_does_not_hold_back_the_others(default_embedder, tmp_path):
+    """The model takes whatever is parsed: the first file's parse waits until another file is
+    embedded and written (in-order parsing would wait for the first file and time out)."""
+    import dataclasses
+    import threading
+
+    from indexer.pipeline import Chunker
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ["a_slow.txt", "b.txt", "c.txt", "d.txt"]:
+        (folder / name).write_text(f"{name}: a few words about embeddings and vector search. " * 20)
+    progressed = threading.Event()
+    released = []
+
+    class SlowFirst(Chunker):
+        def parse(self, entry, stored_digest):
+            if entry.path.name == "a_slow.txt":
+                released.append(progressed.wait(timeout=20))
+            return super().parse(entry, stored_digest)
+
+    with EdgeStore(tmp_path / "store") as store:
+        indexer = Indexer(default_embedder, store, "docs", IndexSettings(embed_batch=1))
+        indexer.chunker = SlowFirst(**{f.name: getattr(indexer.chunker, f.name)
+                                       for f in dataclasses.fields(Chunker)})
+        report = indexer.run([folder], progress=False, on_progress=lambda done, total: progressed.set())
+        assert released == [True]
+        assert report.indexed == 4 and store.count("docs") == report.chunks
+
+
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
 def test_search_finds_the_right_document(default_embedder, store, corpus, mode):
     Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
