@@ -26,12 +26,9 @@ import numpy as np
 import common
 
 
-def index_once(docs: Path, store_dir: Path, ms_per_chunk: float, embed_batch: int) -> tuple[float, int]:
-    from embedder import Embedder
+def index_once(embedder, docs: Path, store_dir: Path, ms_per_chunk: float, embed_batch: int) -> tuple[float, int]:
     from indexer.pipeline import Indexer, IndexSettings
     from indexer.store import EdgeStore
-
-    embedder = Embedder.from_pretrained("default")
 
     def model(texts, show_progress=False):  # noqa: ARG001 - the Embedder signature
         time.sleep(ms_per_chunk / 1000 * len(texts))
@@ -53,6 +50,9 @@ def main() -> None:
     common.quiet_transformers()
     start = common.header("index_overlap", files=args.files, ms_per_chunk=args.ms_per_chunk,
                           embed_batch=args.embed_batch)
+    from embedder import Embedder
+
+    embedder = Embedder.from_pretrained("default")  # its tokenizer chunks; embed_documents is replaced per run
     work = Path(tempfile.mkdtemp(prefix="rag-bench-overlap-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
@@ -60,7 +60,7 @@ def main() -> None:
         chunks = 0
         for i in range(args.repeat):
             for name, ms in (("parse+write", 0.0), ("index", args.ms_per_chunk)):
-                seconds, chunks = index_once(docs, work / f"store-{name}-{i}", ms, args.embed_batch)
+                seconds, chunks = index_once(embedder, docs, work / f"store-{name}-{i}", ms, args.embed_batch)
                 runs[name].append(seconds)
                 print(f"# {name}: {seconds:.1f}s ({chunks} chunks), loadavg {common.loadavg()}", flush=True)
     finally:

@@ -41,8 +41,7 @@ def phase(args: argparse.Namespace) -> None:
     result = {"phase": args.phase, "load_s": load_s, "threads": torch.get_num_threads()}
     from indexer.pipeline import IndexSettings
 
-    settings = IndexSettings(parse_processes=args.parse_processes,
-                             **({"embed_batch": args.embed_batch} if args.embed_batch else {}))
+    settings = IndexSettings(embed_batch=args.embed_batch) if args.embed_batch else IndexSettings()
     if args.phase == "embed":
         from indexer.chunking import chunk_text
         from indexer.extract import extract
@@ -85,7 +84,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--embed-batch", type=int, default=0, help="chunks per embedding call, both phases "
                     "(0: IndexSettings' default)")
-    ap.add_argument("--parse-processes", type=int, default=0, help="IndexSettings.parse_processes (0: threads)")
     ap.add_argument("--phases", default="embed,index,reindex", help="a subset prints the phases' lines only")
     args = ap.parse_args()
     if args.phase:
@@ -93,8 +91,7 @@ def main() -> None:
     if args.quick:
         args.files = 4
     start = common.header("index_pipeline", files=args.files, threads=args.threads or "default", model=args.model,
-                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default",
-                          parse_processes=args.parse_processes)
+                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default")
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
@@ -102,7 +99,7 @@ def main() -> None:
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
         common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads),
                        "--model", args.model, "--quantization", args.quantization, "--device", args.device,
-                       "--embed-batch", str(args.embed_batch), "--parse-processes", str(args.parse_processes)]
+                       "--embed-batch", str(args.embed_batch)]
         results = {}
         for name in args.phases.split(","):
             results[name] = common.run_child(__file__, ["--phase", name, *common_args])
