@@ -117,7 +117,7 @@ def cmd_finetune(args, settings: Settings) -> int:
 def cmd_eval(args, settings: Settings) -> int:
     from finetune.beir import load_beir
 
-    from .evaluate import run_eval
+    from evaluation.evaluate import run_eval
     from .services import build_embedder
 
     dataset = load_beir(args.dataset, split=args.split)

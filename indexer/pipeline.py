@@ -148,6 +148,14 @@ class IndexSettings:
     parse_ahead: int = 8        # files parsed ahead of the model
 
 
+def chunk_sizes(info: ModelInfo, chunk_tokens: int, chunk_overlap: int) -> tuple[int, int]:
+    """The ``(chunk tokens, overlap)`` the indexer cuts for this model: the requested sizes, lowered
+    to leave room for the special tokens and the document prefix inside the model's max length."""
+    prefix = len(info.tokenizer(info.spec.document_prefix, add_special_tokens=False)["input_ids"])
+    size = max(8, min(chunk_tokens, info.max_length - 2 - prefix))
+    return size, min(chunk_overlap, size // 2)
+
+
 class Indexer:
     """Indexes folders into one collection with one embedder (in this process)."""
 
@@ -161,10 +169,7 @@ class Indexer:
         self.store = store
         self.collection = collection
         self.settings = settings
-        # room for special tokens and the document prefix inside the model's max_length
-        prefix = len(info.tokenizer(info.spec.document_prefix, add_special_tokens=False)["input_ids"])
-        self.chunk_tokens = max(8, min(settings.chunk_tokens, info.max_length - 2 - prefix))
-        self.chunk_overlap = min(settings.chunk_overlap, self.chunk_tokens // 2)
+        self.chunk_tokens, self.chunk_overlap = chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap)
         if self.chunk_tokens < settings.chunk_tokens:
             logger.info("chunk size lowered from %d to %d tokens to fit the model's max length",
                         settings.chunk_tokens, self.chunk_tokens)

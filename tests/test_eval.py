@@ -213,7 +213,7 @@ def test_ignore_identical_ids(default_embedder):
 
 
 def test_store_paths_sparse_hybrid_and_dense_agree(default_embedder, tmp_path):
-    from app.evaluate import run_eval, store_rankings
+    from evaluation.evaluate import run_eval, store_rankings
     from indexer.store import EdgeStore
 
     results = {}

@@ -30,8 +30,11 @@ DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
 SearchMode = Literal["dense", "sparse", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
-#: Qdrant's default RRF constant (score = sum 1 / (k + rank0)); used by both backends.
+#: Hybrid fusion: Qdrant's weighted Reciprocal Rank Fusion over the dense and the sparse
+#: prefetch, score = sum_i 1 / ((rank0_i + 1) / w_i + k - 1) (``1 / (k + rank0)`` at w = 1);
+#: used by both backends. Chosen on the real-query sets in bench/README.md ("Search quality").
 RRF_K = 2
+RRF_WEIGHTS: tuple[float, float] = (1.0, 1.0)   # (dense, sparse)
 #: Each hybrid prefetch fetches ``max(HYBRID_PREFETCH_MIN, limit * HYBRID_PREFETCH_FACTOR)``.
 HYBRID_PREFETCH_FACTOR = 4
 HYBRID_PREFETCH_MIN = 20

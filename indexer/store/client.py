@@ -29,6 +29,8 @@ from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_
 
 from indexer.store.base import (
     DENSE_VECTOR,
+    RRF_K,
+    RRF_WEIGHTS,
     SPARSE_VECTOR,
     CollectionMismatch,
     Hit,
@@ -320,7 +322,7 @@ class QdrantClientStore(VectorStore):
                     models.Prefetch(query=dense, using=DENSE_VECTOR, limit=pl, filter=f),
                     models.Prefetch(query=sparse_q, using=SPARSE_VECTOR, limit=pl, filter=f),
                 ],
-                "query": models.FusionQuery(fusion=models.Fusion.RRF),  # server default k == RRF_K
+                "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS))),
             }
         elif mode == "dense":
             kwargs = {"query": dense, "using": DENSE_VECTOR}

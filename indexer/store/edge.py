@@ -27,6 +27,7 @@ import qdrant_edge as qe
 from indexer.store.base import (
     DENSE_VECTOR,
     RRF_K,
+    RRF_WEIGHTS,
     SPARSE_VECTOR,
     Hit,
     Point,
@@ -274,7 +275,7 @@ class EdgeStore(VectorStore):
                     qe.Prefetch(limit=pl, query=dense_q, filter=f),
                     qe.Prefetch(limit=pl, query=sparse_q, filter=f),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                query=qe.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)),
                 filter=f,
                 with_payload=True,
             )

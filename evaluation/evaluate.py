@@ -12,30 +12,19 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embedder import Embedder
 from finetune.beir import BeirDataset
-from finetune.evaluate import dense_rankings, embed_corpus
+from finetune.evaluate import dense_rankings
 from finetune.metrics import DEFAULT_METRICS, compute_metrics
-from indexer.store import MODES, EdgeStore, Point, VectorStore, bm25_fingerprint
+from indexer.store import MODES, EdgeStore, VectorStore
+
+from .engine import EvalCollection
 
 logger = logging.getLogger(__name__)
-
-#: Payload key holding the BEIR document id of a point in an evaluation collection.
-DOC_ID_KEY = "beir_id"
-_ID_NAMESPACE = uuid.UUID("9f1c7e0a-3b2d-4c55-8e61-2a7d0b9c4f13")
-_BATCH = 1024
-
-
-def point_id(doc_id: str) -> str:
-    """Deterministic UUID for a BEIR document id (store point ids must be UUIDs)."""
-    return str(uuid.uuid5(_ID_NAMESPACE, doc_id))
 
 
 def store_rankings(embedder: Embedder | None, store: VectorStore, dataset: BeirDataset, mode: str,
@@ -44,44 +33,24 @@ def store_rankings(embedder: Embedder | None, store: VectorStore, dataset: BeirD
     """Index ``dataset.corpus`` into a temporary collection of ``store``, search every query with ``mode``.
 
     Returns ``{query id: [doc id, ...]}`` (at most ``k`` per query). For ``mode="sparse"``
-    no embedding is needed: ``embedder`` may be None and points get a constant 1-dim vector.
-    The collection (``eval-<random>``) is dropped even when a search fails.
+    no embedding is needed: ``embedder`` may be None. The collection is dropped even when a
+    search fails (:class:`evaluation.engine.EvalCollection`).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
     if embedder is None and mode != "sparse":
         raise ValueError(f"mode {mode!r} needs an embedder for the dense vectors; pass one, or use mode='sparse'.")
-    use_dense = mode != "sparse"
-    if use_dense:
-        doc_ids, doc_vecs = embed_corpus(embedder, dataset, sep=sep)
-        dim = int(doc_vecs.shape[1])
-    else:
-        doc_ids, doc_vecs, dim = list(dataset.corpus), np.ones((len(dataset.corpus), 1), np.float32), 1
+    doc_ids = list(dataset.corpus)
+    texts = [dataset.document(d, sep) for d in doc_ids]
     qids = list(dataset.queries)
-    query_vecs = (embedder.embed_queries([dataset.queries[q] for q in qids], instruction=instruction, task=task)
-                  if use_dense else None)
-    name = f"eval-{uuid.uuid4().hex[:12]}"
-    meta = {"purpose": "rag eval (temporary)", "dataset": dataset.name, "bm25": bm25_fingerprint(),
-            "embedder": embedder.fingerprint.to_dict() if embedder is not None and use_dense else None}
-    store.create_collection(name, dim, meta)
-    try:
-        for start in range(0, len(doc_ids), _BATCH):
-            batch = doc_ids[start:start + _BATCH]
-            store.upsert(name, [Point(point_id(d), doc_vecs[start + i], dataset.document(d, sep),
-                                      {DOC_ID_KEY: d}) for i, d in enumerate(batch)])
-        store.build_index(name)
-        extra = 1 if ignore_identical_ids else 0
-        rankings: dict[str, list[str]] = {}
-        for row, qid in enumerate(qids):
-            hits = store.search(name, dense=query_vecs[row] if query_vecs is not None else None,
-                                text=dataset.queries[qid], mode=mode, k=k + extra)
-            ranked = [str(h.payload[DOC_ID_KEY]) for h in hits]
-            if ignore_identical_ids:
-                ranked = [d for d in ranked if d != qid]
-            rankings[qid] = ranked[:k]
-        return rankings
-    finally:
-        store.drop_collection(name)
+    qtexts = [dataset.queries[q] for q in qids]
+    vectors = query_vecs = None
+    if mode != "sparse":
+        vectors = embedder.embed_documents(texts)
+        query_vecs = embedder.embed_queries(qtexts, instruction=instruction, task=task)
+    meta = {"dataset": dataset.name, "embedder": embedder.fingerprint.to_dict() if vectors is not None else None}
+    with EvalCollection(store, doc_ids, texts, vectors, meta) as collection:
+        return collection.rankings(qids, qtexts, query_vecs, mode, k, ignore_identical_ids=ignore_identical_ids)
 
 
 def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense",

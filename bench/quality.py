@@ -1,0 +1,213 @@
+"""Search quality on real documentation with queries people wrote: model x mode x set.
+
+The sets are built from the installed Debian documentation (:mod:`evaluation.docsets`):
+``python-synopsis`` (module synopsis -> its HTML page) and ``kernel-sections`` (section title
+-> the section's text). For each set and model it prints MRR@10, nDCG@10, Recall@10/100 of:
+
+- ``doc dense``: each document embedded whole (truncated at the model's max length), exact cosine
+  in numpy; ``doc dense (ST)``: the same texts through sentence-transformers' ``encode`` (the
+  no-loss check of our path);
+- ``chunks ...``: each document cut into the chunks `rag index` stores (same chunker, sizes and
+  tokenizer), every query searched over the chunks, documents ranked by their best chunk:
+  dense exact (numpy) and dense / sparse / hybrid through the embedded Qdrant engine (HNSW, BM25,
+  fusion) as `rag search` runs them;
+- ``fusion grid``: weighted RRF (k, dense and sparse weights) computed offline on the engine's
+  dense and sparse chunk rankings, to choose the hybrid default (then checked in the engine).
+
+Embeddings are cached under ``RAG_BENCH_CACHE/quality`` (the first run of a model embeds; reruns
+only search). Speed per chunk is measured on a fixed sample of the set's chunks, one torch thread.
+
+    .venv/bin/python bench/quality.py                       # both sets, the default model
+    .venv/bin/python bench/quality.py --models default,multilingual-e5-small --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import CACHE, footer, header, quiet_transformers, table
+
+from evaluation.docsets import SETS, build
+from evaluation.engine import EvalCollection
+from evaluation.rankings import chunk_dataset, fuse_rrf
+from finetune.beir import load_beir, write_beir
+from finetune.evaluate import exact_top_k
+from finetune.metrics import compute_metrics
+from indexer.store import EdgeStore
+
+METRICS = ("mrr@10", "ndcg@10", "recall@10", "recall@100")
+CHUNK_DEPTH = 1000          # chunks fetched per query before pooling into documents
+SPEED_SAMPLE = 64
+
+
+#: Set sizes that fit a CPU run (about 20 minutes per small model for both sets).
+SIZES = {"python-synopsis": {"max_distractors": 100}, "kernel-sections": {"max_queries": 500, "max_docs": 2000}}
+QUICK_SIZES = {"python-synopsis": {"max_distractors": 10}, "kernel-sections": {"max_queries": 60, "max_docs": 200}}
+
+
+def load_set(name: str, quick: bool) -> object:
+    """The set from the cache, built (and cached) at :data:`SIZES` on first use."""
+    kwargs = (QUICK_SIZES if quick else SIZES)[name]
+    tag = "-".join(f"{k}{v}" for k, v in kwargs.items())
+    folder = CACHE / "evalsets" / f"{name}-{tag}"
+    if (folder / "queries.jsonl").is_file():
+        return load_beir(folder)
+    dataset = build(name, **kwargs)
+    if quick and name == "python-synopsis":
+        keep = dict(list(dataset.queries.items())[:40])
+        pages = {d for q in keep for d in dataset.qrels[q]}
+        extra = [d for d in dataset.corpus if d not in pages][:10]
+        dataset = type(dataset)({d: dataset.corpus[d] for d in list(pages) + extra}, keep,
+                                {q: dataset.qrels[q] for q in keep}, name=dataset.name)
+    write_beir(folder, dataset)
+    return load_beir(folder)
+
+
+def cached(kind: str, embedder, texts: list[str], fn) -> np.ndarray:
+    key = hashlib.sha256(json.dumps([kind, embedder.fingerprint.to_dict(), texts]).encode()).hexdigest()[:20]
+    path = CACHE / "quality" / f"{kind}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    start = time.perf_counter()
+    vecs = fn(texts)
+    print(f"  embedded {len(texts)} {kind} texts in {time.perf_counter() - start:.0f}s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
+
+
+def exact(qids, query_vecs, ids, vecs, k) -> dict[str, list[str]]:
+    top, _ = exact_top_k(query_vecs, vecs, k)
+    return {q: [ids[i] for i in top[row]] for row, q in enumerate(qids)}
+
+
+def score(rankings, qrels) -> dict[str, float]:
+    return {m: round(v, 4) for m, v in compute_metrics(rankings, qrels, METRICS).items()}
+
+
+def st_vectors(model_path: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_path), device="cpu")
+    return st.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def speed(embedder, texts: list[str]) -> float:
+    """CPU milliseconds per chunk (process time, one thread), best of two passes."""
+    best = float("inf")
+    for _ in range(2):
+        start = time.process_time()
+        embedder.embed_documents(texts)
+        best = min(best, time.process_time() - start)
+    return 1000 * best / len(texts)
+
+
+def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list[dict]) -> None:
+    from embedder import Embedder
+    from embedder.loading import locate_model
+    from indexer.pipeline import chunk_sizes
+
+    embedder = Embedder.from_pretrained(name)
+    qids = list(dataset.queries)
+    qtexts = [dataset.queries[q] for q in qids]
+    qvecs = cached("query", embedder, qtexts, lambda t: embedder.embed_queries(t, task=args.task))
+
+    def row(arm: str, rankings, **extra) -> dict:
+        r = {"set": dataset.name, "model": name, "arm": arm, **score(rankings, dataset.qrels), **extra}
+        rows.append(r)
+        print("  " + "  ".join(f"{k}={v}" for k, v in r.items() if k not in ("set", "model")), flush=True)
+        return r
+
+    doc_ids = list(dataset.corpus)
+    doc_texts = [dataset.document(d) for d in doc_ids]
+    doc_vecs = cached("doc", embedder, doc_texts, embedder.embed_documents)
+    row("doc dense", exact(qids, qvecs, doc_ids, doc_vecs, 100))
+    if not args.no_st:
+        path = locate_model(name).folder
+        st_q = cached("st-query", embedder, [embedder.format_query(q, task=args.task) for q in qtexts],
+                      lambda t: st_vectors(path, t))
+        st_d = cached("st-doc", embedder, [embedder.format_document(t) for t in doc_texts],
+                      lambda t: st_vectors(path, t))
+        row("doc dense (ST)", exact(qids, st_q, doc_ids, st_d, 100))
+
+    if args.docs_only:
+        return
+    size, overlap = chunk_sizes(embedder.info, args.chunk_tokens, args.chunk_overlap)
+    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap)
+    cids = list(chunked.chunks.corpus)
+    ctexts = [chunked.chunks.document(c) for c in cids]
+    cvecs = cached("chunk", embedder, ctexts, embedder.embed_documents)
+    ms = speed(embedder, ctexts[:: max(1, len(ctexts) // SPEED_SAMPLE)][:SPEED_SAMPLE])
+    print(f"  {len(cids)} chunks of {size} tokens; {ms:.1f} CPU ms per chunk", flush=True)
+    row("chunks dense exact", chunked.pool(exact(qids, qvecs, cids, cvecs, CHUNK_DEPTH)), ms_per_chunk=round(ms, 1))
+
+    with tempfile.TemporaryDirectory(prefix="rag-quality-") as tmp:
+        store = EdgeStore(Path(tmp))
+        try:
+            with EvalCollection(store, cids, ctexts, cvecs) as coll:
+                by_mode = {}
+                for mode in ("dense", "sparse", "hybrid"):
+                    by_mode[mode] = coll.rankings(qids, qtexts, qvecs, mode, CHUNK_DEPTH)
+                    row(f"chunks {mode}", chunked.pool(by_mode[mode]))
+        finally:
+            store.close()
+    for k in (2, 10, 60):
+        for wd, ws in ((1, 1), (1, 0.5), (1, 0.25), (0.5, 1)):
+            fused = {q: fuse_rrf([by_mode["dense"][q], by_mode["sparse"][q]], k, (wd, ws), CHUNK_DEPTH)
+                     for q in qids}
+            fusion_rows.append({"set": dataset.name, "model": name, "k": k, "w_dense": wd, "w_sparse": ws,
+                                **score(chunked.pool(fused), dataset.qrels)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--models", default="default")
+    ap.add_argument("--task", default="web_search")
+    ap.add_argument("--chunk-tokens", type=int, default=256)
+    ap.add_argument("--chunk-overlap", type=int, default=32)
+    ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    ap.add_argument("--docs-only", action="store_true", help="only the whole-document arms (no chunks)")
+    ap.add_argument("--quick", action="store_true", help="small subsets (smoke test)")
+    ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = ap.parse_args()
+    quiet_transformers()
+    import torch
+
+    torch.set_num_threads(1)
+    start = header("search quality on real documentation", sets=args.sets, models=args.models)
+    rows: list[dict] = []
+    fusion_rows: list[dict] = []
+    for set_name in args.sets.split(","):
+        dataset = load_set(set_name, args.quick)
+        print(f"{dataset!r}", flush=True)
+        doc_ids = list(dataset.corpus)
+        with tempfile.TemporaryDirectory(prefix="rag-quality-") as tmp:
+            store = EdgeStore(Path(tmp))
+            try:
+                with EvalCollection(store, doc_ids, [dataset.document(d) for d in doc_ids], None) as coll:
+                    qids = list(dataset.queries)
+                    sparse = coll.rankings(qids, [dataset.queries[q] for q in qids], None, "sparse", 100)
+            finally:
+                store.close()
+        rows.append({"set": dataset.name, "model": "-", "arm": "doc sparse", **score(sparse, dataset.qrels)})
+        for model in args.models.split(","):
+            print(f"== {dataset.name} / {model}", flush=True)
+            evaluate_model(model, dataset, args, rows, fusion_rows)
+    table(rows, ["set", "model", "arm", *METRICS, "ms_per_chunk"])
+    print()
+    table(sorted(fusion_rows, key=lambda r: (r["set"], r["model"], -r["mrr@10"])),
+          ["set", "model", "k", "w_dense", "w_sparse", *METRICS])
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "fusion": fusion_rows}, indent=2))
+    footer(start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Rankings the way the product ranks: chunks pooled into documents, and fused modes.
+
+A search returns chunks; a person judges the document (page, section) they come from. So a
+document-level test set is scored on chunk rankings by keeping each document's best chunk
+(:func:`pool_chunks`, max pooling: the order in which `rag search` first shows each document).
+:func:`fuse_rrf` is the engine's hybrid fusion computed offline, so its constants can be tuned on
+cached rankings and then checked against the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from finetune.beir import BeirDataset
+from indexer.chunking import chunk_text
+
+Rankings = dict[str, list[str]]
+#: Separates a document id from its chunk number in a chunked dataset's ids.
+CHUNK_SEP = "::"
+
+
+@dataclass(frozen=True)
+class ChunkedDataset:
+    """``dataset`` with every document cut into the chunks `rag index` would store."""
+
+    chunks: BeirDataset          # corpus of chunks (ids ``DOC::i``), a relevant document's chunks relevant
+    doc_of: dict[str, str]       # chunk id -> document id
+
+    def pool(self, rankings: Mapping[str, Sequence[str]], k: int = 100) -> Rankings:
+        """Chunk rankings -> document rankings (see :func:`pool_chunks`)."""
+        return {q: pool_chunks(r, self.doc_of, k) for q, r in rankings.items()}
+
+
+def chunk_dataset(dataset: BeirDataset, tokenizer, chunk_tokens: int = 256, overlap: int = 32,
+                  title_in_chunk: bool = False) -> ChunkedDataset:
+    """Cut each document of ``dataset`` with the indexer's own chunker (same tokenizer and sizes).
+
+    ``title_in_chunk`` starts every chunk with the document title (a contextual chunk header).
+    """
+    corpus: dict[str, tuple[str, str]] = {}
+    doc_of: dict[str, str] = {}
+    for doc_id, (title, text) in dataset.corpus.items():
+        for i, chunk in enumerate(chunk_text(text, tokenizer, chunk_tokens, overlap)):
+            cid = f"{doc_id}{CHUNK_SEP}{i}"
+            corpus[cid] = (title if title_in_chunk else "", chunk.text)
+            doc_of[cid] = doc_id
+    chunks_of: dict[str, list[str]] = {}
+    for cid, doc_id in doc_of.items():
+        chunks_of.setdefault(doc_id, []).append(cid)
+    qrels = {q: {cid: grade for d, grade in rels.items() for cid in chunks_of.get(d, [])}
+             for q, rels in dataset.qrels.items()}
+    chunks = BeirDataset(corpus, dict(dataset.queries), qrels, name=f"{dataset.name} (chunks)")
+    return ChunkedDataset(chunks, doc_of)
+
+
+def pool_chunks(ranking: Sequence[str], doc_of: Mapping[str, str], k: int = 100) -> list[str]:
+    """Documents in the order their first (best) chunk appears in ``ranking``; at most ``k``."""
+    seen: dict[str, None] = {}
+    for cid in ranking:
+        seen.setdefault(doc_of[cid], None)
+        if len(seen) >= k:
+            break
+    return list(seen)
+
+
+def fuse_rrf(rankings: Sequence[Sequence[str]], k: float = 2, weights: Sequence[float] | None = None,
+             limit: int = 100) -> list[str]:
+    """Weighted Reciprocal Rank Fusion as Qdrant computes ``Rrf(k, weights)``.
+
+    ``score(d) = sum_i 1 / ((rank_i(d) + 1) / w_i + k - 1)`` with ranks from 0, i.e. the classic
+    ``1 / (k + rank)`` when ``w_i = 1``; a weight stretches (w < 1) or shrinks (w > 1) its ranking's
+    ranks. Ties keep the first ranking's order.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings; give one weight per ranking.")
+    scores: dict[str, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for rank, doc in enumerate(ranking):
+            scores[doc] = scores.get(doc, 0.0) + (1 / ((rank + 1) / w + k - 1) if w > 0 else 0.0)
+    return sorted(scores, key=lambda d: -scores[d])[:limit]

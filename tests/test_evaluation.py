@@ -1,0 +1,141 @@
+"""Evaluation on real documents: set builders, chunk pooling, fusion, and no loss on our path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.docsets import _sections, clean_rst_inline, headings_set, text_sections
+from evaluation.engine import EvalCollection
+from evaluation.rankings import chunk_dataset, fuse_rrf, pool_chunks
+from finetune.beir import BeirDataset
+from finetune.metrics import compute_metrics
+from indexer.store import EdgeStore
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+RST = """\
+.. _tut-lists:
+
+***************
+Data Structures
+***************
+
+Intro text of the chapter.
+
+More on Lists
+=============
+
+Lists have methods: ``append`` and :meth:`!extend`.
+
+## Not a heading in reST
+
+Under a Markdown-looking line.
+"""
+
+
+def test_text_sections_reads_rst_and_markdown_headings():
+    got = list(text_sections(RST))
+    assert [t for t, _ in got] == ["Data Structures", "More on Lists", "Not a heading in reST"]
+    assert got[0][1] == "Intro text of the chapter."
+    assert "append" in got[1][1] and "More on Lists" not in got[1][1]   # the title is not in the body
+
+
+def test_clean_rst_inline_keeps_the_words_of_roles():
+    assert clean_rst_inline("The :keyword:`!del` statement and :func:`~os.stat`") == "The del statement and os.stat"
+    assert clean_rst_inline("logging, :pep:`282`-style") == "logging, PEP 282-style"
+
+
+def test_sphinx_sections_drop_heading_permalinks_and_nested_sections(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text(
+        '<html><body><div itemprop="articleBody"><section id="top"><h1>Memory Guide<a class="headerlink" '
+        'href="#top">¶</a></h1><p>Top text.</p><section id="kmalloc"><h2>2.1. Allocating with kmalloc'
+        '<a class="headerlink" href="#kmalloc">¶</a></h2><p>Use kmalloc for small objects.</p></section>'
+        "</section></div></body></html>")
+    got = {sid: (title, text) for sid, title, text in _sections(page)}
+    assert got["top"] == ("Memory Guide", "Top text.")                   # nested section left out
+    assert got["kmalloc"][0] == "Allocating with kmalloc"                  # section number removed
+    assert "¶" not in got["kmalloc"][0] and got["kmalloc"][1] == "Use kmalloc for small objects."
+
+
+def test_headings_set_from_the_bundled_samples():
+    ds = headings_set(SAMPLES)
+    assert len(ds.queries) >= 40 and len(ds.corpus) > len(ds.queries)
+    for qid, title in ds.queries.items():
+        (doc,) = ds.qrels[qid]
+        assert title not in ds.corpus[doc][1].splitlines()[0]       # the query is not the body's first line
+        assert len(title.split()) >= 3
+
+
+def test_pool_chunks_keeps_each_documents_best_chunk():
+    doc_of = {"a::0": "a", "a::1": "a", "b::0": "b", "c::0": "c"}
+    assert pool_chunks(["a::1", "b::0", "a::0", "c::0"], doc_of) == ["a", "b", "c"]
+    assert pool_chunks(["a::1", "b::0", "a::0", "c::0"], doc_of, k=2) == ["a", "b"]
+
+
+def test_fuse_rrf_favours_agreement_and_follows_weights():
+    dense, sparse = ["x", "both", "y"], ["z", "both", "w"]
+    assert fuse_rrf([dense, sparse], k=2)[0] == "both"                 # 2 * 1/3 beats 1/2
+    assert fuse_rrf([dense, sparse], k=2, weights=(1.0, 0.25))[0] == "x"
+    with pytest.raises(ValueError, match="one weight per ranking"):
+        fuse_rrf([dense, sparse], weights=(1.0,))
+
+
+def test_engine_hybrid_equals_offline_fusion_and_beats_each_mode(tmp_path):
+    """A hand-made case where dense and sparse each put a wrong document first and the right one
+    second: the engine's hybrid ranks the right one first, exactly as :func:`fuse_rrf` computes."""
+    fillers = [f"other-{i}" for i in range(6)]          # closer to the query than sparse-wrong, no query terms
+    ids = ["right", "dense-wrong", "sparse-wrong", *fillers]
+    texts = ["rotate pages of a document", "unrelated prose", "rotate rotate rotate pdf pdf pages pages",
+             *(f"nothing here {i}" for i in range(6))]
+    q = np.array([1.0, 0.0, 0.0], np.float32)
+    vecs = np.array([[0.9, 0.44, 0.0], [1.0, 0.05, 0.0], [-1.0, 0.0, 0.2],
+                     *([0.1 * (6 - i), 0.0, 1.0] for i in range(6))], np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store = EdgeStore(tmp_path)
+    try:
+        with EvalCollection(store, ids, texts, vecs) as coll:
+            got = {m: coll.rankings(["q"], ["rotate pdf pages"], q[None], m, 9)["q"]
+                   for m in ("dense", "sparse", "hybrid")}
+    finally:
+        store.close()
+    assert got["dense"][0] == "dense-wrong" and got["sparse"][0] == "sparse-wrong"
+    assert got["hybrid"][0] == "right"
+    from indexer.store.base import RRF_K, RRF_WEIGHTS
+
+    assert got["hybrid"] == fuse_rrf([got["dense"], got["sparse"]], RRF_K, RRF_WEIGHTS, 9)
+
+
+def test_chunk_dataset_marks_every_chunk_of_a_relevant_document(default_embedder):
+    text = " ".join(f"Sentence number {i} about lists and tuples." for i in range(120))
+    ds = BeirDataset({"d": ("", text), "e": ("", "short other text")}, {"q": "lists"}, {"q": {"d": 1}})
+    chunked = chunk_dataset(ds, default_embedder.tokenizer, 64, 8)
+    d_chunks = [c for c, d in chunked.doc_of.items() if d == "d"]
+    assert len(d_chunks) > 3
+    assert set(chunked.chunks.qrels["q"]) == set(d_chunks)
+    assert all(default_embedder.count_tokens(chunked.chunks.corpus[c][1]) <= 64 for c in d_chunks)
+
+
+@pytest.mark.slow
+def test_rag_eval_dense_loses_nothing_against_sentence_transformers(default_embedder):
+    """Our embedding path ranks as well as the model's own sentence-transformers encoding (issue: no loss)."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedder.loading import default_model_dir
+    from evaluation.evaluate import run_eval
+
+    ds = headings_set(SAMPLES)
+    ours = run_eval(default_embedder, ds, mode="dense")["metrics"]
+    st = SentenceTransformer(str(default_model_dir()), device="cpu")
+    ids = list(ds.corpus)
+    qids = list(ds.queries)
+    d = st.encode([ds.document(i) for i in ids], normalize_embeddings=True)
+    qv = st.encode([ds.queries[q] for q in qids], normalize_embeddings=True)
+    top = np.argsort(-(qv @ d.T), axis=1)[:, :100]
+    theirs = compute_metrics({q: [ids[j] for j in top[r]] for r, q in enumerate(qids)}, ds.qrels)
+    assert ours["mrr@10"] > 0.3                       # the set is not trivial noise
+    assert abs(ours["mrr@10"] - theirs["mrr@10"]) <= 0.005
+    assert abs(ours["ndcg@10"] - theirs["ndcg@10"]) <= 0.005
