@@ -49,6 +49,9 @@ def add_finetune_parser(sub, common) -> None:
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
     p.add_argument("--task", help="named instruction for the queries")
     p.add_argument("--instruction", help="custom instruction text")
+    p.add_argument("--chunks", action="store_true",
+                   help="cut documents into chunks as `rag index` does, search the chunks in the store, "
+                        "rank documents by their best chunk (RAG_CHUNK_TOKENS / RAG_CHUNK_OVERLAP)")
     p.add_argument("--json", action="store_true")
     common(p)
 
@@ -115,20 +118,22 @@ def cmd_finetune(args, settings: Settings) -> int:
 
 
 def cmd_eval(args, settings: Settings) -> int:
+    from evaluation.evaluate import run_eval
     from finetune.beir import load_beir
 
-    from evaluation.evaluate import run_eval
     from .services import build_embedder
 
     dataset = load_beir(args.dataset, split=args.split)
-    embedder = None if args.mode == "sparse" else build_embedder(settings)
+    embedder = None if args.mode == "sparse" and not args.chunks else build_embedder(settings)
+    chunks = (settings.chunk_tokens, settings.chunk_overlap) if args.chunks else None
     result = run_eval(embedder, dataset, mode=args.mode, task=args.task or settings.task,
-                      instruction=args.instruction or settings.instruction)
+                      instruction=args.instruction or settings.instruction, chunks=chunks)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{dataset.name or args.dataset}: {result['n_queries']} queries, {result['n_docs']} documents, "
-          f"mode {args.mode}, {result['seconds']:.1f}s")
+          f"mode {args.mode}, ranked by {'best chunk' if args.chunks else 'whole document'}, "
+          f"{result['seconds']:.1f}s")
     for name, value in result["metrics"].items():
         print(f"  {name:<11} {value:.4f}")
     return 0

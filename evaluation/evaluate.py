@@ -20,11 +20,15 @@ from embedder import Embedder
 from finetune.beir import BeirDataset
 from finetune.evaluate import dense_rankings
 from finetune.metrics import DEFAULT_METRICS, compute_metrics
+from indexer.pipeline import chunk_sizes
 from indexer.store import MODES, EdgeStore, VectorStore
 
 from .engine import EvalCollection
+from .rankings import chunk_dataset
 
 logger = logging.getLogger(__name__)
+#: Chunks fetched per document wanted, when documents are ranked by their best chunk.
+CHUNK_DEPTH = 10
 
 
 def store_rankings(embedder: Embedder | None, store: VectorStore, dataset: BeirDataset, mode: str,
@@ -56,12 +60,18 @@ def store_rankings(embedder: Embedder | None, store: VectorStore, dataset: BeirD
 def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense",
              store_factory: Callable[[Path], VectorStore] | None = None, *, k: int = 100,
              task: str | None = None, instruction: str | None = None,
-             metrics: tuple[str, ...] = DEFAULT_METRICS, dense_via_store: bool = False) -> dict[str, Any]:
+             metrics: tuple[str, ...] = DEFAULT_METRICS, dense_via_store: bool = False,
+             chunks: tuple[int, int] | None = None) -> dict[str, Any]:
     """Evaluate retrieval with ``mode`` on ``dataset``; the dict ``rag eval --json`` prints.
 
     ``mode="dense"`` searches in numpy unless ``dense_via_store``; sparse and hybrid (and dense
     via store) index into a fresh store made by ``store_factory(tempdir)`` (default: an
     :class:`EdgeStore` in a temporary directory), which is closed and deleted afterwards.
+
+    ``chunks=(chunk_tokens, overlap)`` evaluates what `rag index` + `rag search` do: every
+    document is cut by the indexer's chunker (sizes lowered to fit the model as the indexer does),
+    the chunks are searched in the store with ``mode``, and documents are ranked by their best
+    chunk (``CHUNK_DEPTH`` x ``k`` chunks per query). It needs the embedder (its tokenizer).
 
     Returns ``{"mode", "metrics": {"ndcg@10": ...}, "model": fingerprint dict or None,
     "dataset", "n_queries", "n_docs", "k", "seconds"}``.
@@ -72,7 +82,9 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
     if k < deepest:
         raise ValueError(f"k={k} is smaller than the deepest metric cut-off ({deepest}); raise k.")
     start = time.perf_counter()
-    if mode == "dense" and not dense_via_store:
+    if chunks is not None:
+        rankings = _chunk_rankings(embedder, dataset, mode, chunks, store_factory, k, task, instruction)
+    elif mode == "dense" and not dense_via_store:
         if embedder is None:
             raise ValueError("mode 'dense' needs an embedder; pass one, or use mode='sparse'.")
         rankings = dense_rankings(embedder, dataset, k, task, instruction)
@@ -96,5 +108,23 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
         "n_queries": len(dataset.queries),
         "n_docs": len(dataset.corpus),
         "k": k,
+        "unit": "chunks" if chunks is not None else "documents",
         "seconds": seconds,
     }
+
+
+def _chunk_rankings(embedder: Embedder | None, dataset: BeirDataset, mode: str, chunks: tuple[int, int],
+                    store_factory: Callable[[Path], VectorStore] | None, k: int, task: str | None,
+                    instruction: str | None) -> dict[str, list[str]]:
+    if embedder is None:
+        raise ValueError("chunked evaluation cuts documents with the embedder's tokenizer; pass the embedder.")
+    size, overlap = chunk_sizes(embedder.info, *chunks)
+    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap)
+    with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
+        store = (store_factory or EdgeStore)(Path(tmp))
+        try:
+            ranked = store_rankings(embedder if mode != "sparse" else None, store, chunked.chunks, mode,
+                                    CHUNK_DEPTH * k, task, instruction)
+        finally:
+            store.close()
+    return chunked.pool(ranked, k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,26 @@ def test_rag_eval_dense_loses_nothing_against_sentence_transformers(default_embe
     assert ours["mrr@10"] > 0.3                       # the set is not trivial noise
     assert abs(ours["mrr@10"] - theirs["mrr@10"]) <= 0.005
     assert abs(ours["ndcg@10"] - theirs["ndcg@10"]) <= 0.005
+
+
+def test_rag_eval_chunks_finds_what_lies_past_the_models_max_length(tmp_path, capsys):
+    """Whole-document ranking sees a document's first 256 tokens only; `rag eval --chunks` ranks by the
+    best chunk, as `rag search` does, so the answer at the end of a long page is found."""
+    from app.cli import main
+    from finetune.beir import write_beir
+
+    filler = " ".join(f"Tomatoes and roses need sun, water and compost in bed {i}." for i in range(80))
+    corpus = {
+        "long": ("", filler + "\n\nThe process scheduler decides which runnable thread gets the CPU next."),
+        "cpu": ("", "Processor caches keep recently used memory close to the CPU cores."),
+        "net": ("", "Network interfaces move packets between the machine and the wire."),
+    }
+    write_beir(tmp_path / "set", BeirDataset(corpus, {"q": "which thread does the scheduler run next"},
+                                             {"q": {"long": 1}}))
+    results = {}
+    for flag in ([], ["--chunks"]):
+        assert main(["eval", str(tmp_path / "set"), "--json", "--data-dir", str(tmp_path / "d"), *flag]) == 0
+        out = json.loads(capsys.readouterr().out)
+        results[out["unit"]] = out["metrics"]["mrr@10"]
+    assert results["documents"] < 1.0
+    assert results["chunks"] == 1.0
