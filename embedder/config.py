@@ -18,7 +18,9 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 def model_setting(name: str) -> str:
     """The ``RAG_MODEL`` value that loads the model a fingerprint names."""
-    return DEFAULT_MODEL if name == DEFAULT_MODEL_NAME else name
+    from .packaged import packaged_setting  # packaged imports this module
+
+    return DEFAULT_MODEL if name == DEFAULT_MODEL_NAME else packaged_setting(name) or name
 
 
 class EmbedderError(Exception):
@@ -35,7 +37,8 @@ class EmbedderConfig:
     """Settings that pick and load an embedding model.
 
     Attributes:
-        model: a local folder, a Hugging Face name (already in the local cache), or ``"default"``.
+        model: a local folder, a Hugging Face name (already in the local cache), ``"default"``, or
+            a packaged model name (``multilingual-e5-small``, ``all-mpnet-base-v2``; see ``embedder.packaged``).
         quantization: ``none``, ``8bit`` or ``4bit`` (bitsandbytes NF4, double quant, bf16 compute).
         dtype: weights' dtype: ``auto`` is bf16 on CUDA and fp32 on CPU.
         device: ``auto`` picks CUDA when available.

@@ -13,6 +13,7 @@ import torch
 
 from .config import DEFAULT_MODEL, DEFAULT_MODEL_NAME, EmbedderConfig, EmbedderError
 from .fingerprint import adapter_id, weights_id
+from .packaged import PACKAGED_MODELS, packaged_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,11 @@ def default_model_dir() -> Path:
 
 
 def locate_model(model: str) -> ModelLocation:
-    """Resolve ``model`` (``"default"``, a folder, a ``.gguf`` file or a hub name) to local files."""
+    """Resolve ``model`` (``"default"``, a packaged name, a folder, a ``.gguf`` file or a hub name) to local files."""
     if model == DEFAULT_MODEL:
         return ModelLocation(DEFAULT_MODEL_NAME, default_model_dir())
+    if model in PACKAGED_MODELS:
+        return ModelLocation(PACKAGED_MODELS[model].model_name, packaged_model_dir(model))
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelLocation(path.stem, path.resolve().parent, path.name)
@@ -135,7 +138,7 @@ def load_model(location: ModelLocation, config: EmbedderConfig, device: str) -> 
     try:
         model = AutoModel.from_pretrained(location.folder, **kwargs)
     except ValueError as exc:
-        if "sdpa" not in str(exc).lower():
+        if not any(word in str(exc).lower() for word in ("sdpa", "scaled_dot_product_attention")):
             raise _quant_error(config, device, exc) if quant is not None else exc
         kwargs["attn_implementation"] = "eager"
         model = AutoModel.from_pretrained(location.folder, **kwargs)
