@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="named instruction (see `rag status`): web_search, question_answering, ...")
     p.add_argument("--instruction", help="custom instruction text (overrides --task)")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-score the top RAG_RERANK_DEPTH results with RAG_RERANK_MODEL (default: RAG_RERANK)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="path=PREFIX, glob=PATTERN, type=EXT (repeatable), after=YYYY-MM-DD")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -149,20 +151,23 @@ def cmd_index(args, settings: Settings) -> int:
 def cmd_search(args, settings: Settings) -> int:
     from indexer.search import Searcher
 
-    from .services import build_embedder, build_store
+    from .services import build_embedder, build_reranker, build_store
 
     flt = parse_filter(args.filter) if args.filter else None
+    rerank = settings.rerank if args.rerank is None else args.rerank
     store = build_store(settings)
     try:
-        searcher = Searcher(build_embedder(settings), store, settings.collection)
+        searcher = Searcher(build_embedder(settings), store, settings.collection,
+                            build_reranker(settings) if rerank else None)
         response = searcher.search(args.query, k=args.k, mode=args.mode, task=args.task or settings.task,
-                                   instruction=args.instruction or settings.instruction, flt=flt)
+                                   instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)
     finally:
         store.close()
     if args.json:
         print(json.dumps(response.to_dict(), indent=2))
         return EXIT_OK
-    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode})")
+    reranked = f", reranked by {settings.rerank_model}" if response.reranked else ""
+    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked})")
     for r in response.results:
         meta = r.metadata
         snippet = " ".join(r.text.split())[:200]

@@ -22,11 +22,12 @@ from pathlib import Path
 from embedder import Embedder, EmbedderError
 from indexer.extract import ExtractionError, extract
 from indexer.pipeline import Indexer, IndexReport
+from indexer.rerank import Reranker
 from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
 from indexer.store import CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
-from .services import build_embedder, build_store, index_settings
+from .services import build_embedder, build_reranker, build_store, index_settings
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class SearchService:
         self.embedder = embedder
         self.store = store
         self._searchers: dict[str, Searcher] = {}
+        self._reranker: Reranker | None = None
         self._options: dict[str, FilterOptions] = {}
         self._lock = threading.Lock()          # guards the caches
         self._index_lock = threading.Lock()    # one indexing run at a time
@@ -281,15 +283,27 @@ class SearchService:
 
     def search(self, query: str, collection: str | None = None, *, k: int = 10, mode: str = "dense",
                task: str | None = None, instruction: str | None = None,
-               flt: SearchFilter | None = None) -> SearchResponse:
-        """Top ``k`` chunks; ``mode`` is dense, hybrid or keyword (= sparse)."""
+               flt: SearchFilter | None = None, rerank: bool = False) -> SearchResponse:
+        """Top ``k`` chunks; ``mode`` is dense, hybrid or keyword (= sparse); ``rerank`` re-scores the
+        top candidates with the reranking model (loaded on first use)."""
         if not query.strip():
             raise BadRequest("Type a query first.")
         if mode not in MODES:
             raise BadRequest(f"Unknown mode {mode!r}; choose dense, hybrid or keyword.")
         with friendly_errors():
-            return self.searcher(collection).search(query, k=int(k), mode=MODES[mode], task=task,
-                                                    instruction=instruction or None, flt=flt)
+            searcher = self.searcher(collection)
+            if rerank:
+                searcher.reranker = self.reranker()
+            return searcher.search(query, k=int(k), mode=MODES[mode], task=task,
+                                   instruction=instruction or None, flt=flt, rerank=rerank)
+
+    def reranker(self) -> Reranker:
+        """The reranking model named by the settings, loaded once."""
+        with self._lock:
+            if self._reranker is None:
+                with friendly_errors():
+                    self._reranker = build_reranker(self.settings)
+            return self._reranker
 
     def context(self, result: SearchResult, collection: str | None = None, before: int = 1,
                 after: int = 1) -> list[SearchResult]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from embedder import Embedder
 from indexer.pipeline import Indexer, IndexSettings
+from indexer.rerank import Reranker
 from indexer.store import VectorStore, open_store
 
 from .settings import Settings
@@ -11,6 +12,10 @@ from .settings import Settings
 
 def build_embedder(settings: Settings) -> Embedder:
     return Embedder.from_config(settings.embedder_config())
+
+
+def build_reranker(settings: Settings) -> Reranker:
+    return Reranker(Embedder.from_config(settings.reranker_config()), settings.rerank_depth)
 
 
 def build_store(settings: Settings) -> VectorStore:

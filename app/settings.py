@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         None, ge=2, description="padded tokens per forward pass (default: 16384 on CUDA, 2048 on CPU)")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     task: str = Field("web_search", description="named query instruction")
+    rerank: bool = Field(False, description="re-score the top results with a second, larger model")
+    rerank_model: str = Field("all-mpnet-base-v2", description="the reranking model (any model RAG_MODEL takes)")
+    rerank_depth: int = Field(20, ge=2, description="candidates the reranker re-scores per query")
     instruction: str | None = Field(None, description="custom query instruction (overrides task)")
     # store
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")
@@ -56,6 +59,11 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(50.0, gt=0)
     workers: int = Field(1, ge=1, description="embedding workers; above 1 the run goes through Ray")
     ray_address: str | None = Field(None, description="Ray cluster to use for workers; unset = a local one")
+
+    def reranker_config(self) -> EmbedderConfig:
+        """The reranking model on the same device and precision settings as the embedder."""
+        return EmbedderConfig(model=self.rerank_model, quantization=self.quantization, dtype=self.dtype,
+                              device=self.device, max_length=self.max_length)
 
     def embedder_config(self) -> EmbedderConfig:
         return EmbedderConfig(

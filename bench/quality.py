@@ -165,6 +165,50 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
                                 **score(chunked.pool(fused), dataset.qrels)})
 
 
+def doc_vectors(name: str, dataset, args):
+    """``(embedder, query vectors, doc ids, doc vectors)`` at document level, from the cache."""
+    from embedder import Embedder
+
+    embedder = Embedder.from_pretrained(name)
+    qtexts = [dataset.queries[q] for q in dataset.queries]
+    qvecs = cached("query", embedder, qtexts, lambda t: embedder.embed_queries(t, task=args.task))
+    doc_ids = list(dataset.corpus)
+    dvecs = cached("doc", embedder, [dataset.document(d) for d in doc_ids], embedder.embed_documents)
+    return embedder, qvecs, doc_ids, dvecs
+
+
+def rerank_arms(dataset, base: str, reranker: str, args, rows: list[dict]) -> None:
+    """Whole documents: first stage ``base`` (dense, and hybrid in the engine), its top ``depth``
+    re-scored by ``reranker``'s cosine (alone, or fused by RRF with the first-stage order)."""
+    _, bq, doc_ids, bd = doc_vectors(base, dataset, args)
+    rr, rq, _, rd = doc_vectors(reranker, dataset, args)
+    qids = list(dataset.queries)
+    qtexts = [dataset.queries[q] for q in qids]
+    pos = {d: i for i, d in enumerate(doc_ids)}
+    first = {"dense": exact(qids, bq, doc_ids, bd, 100)}
+    with tempfile.TemporaryDirectory(prefix="rag-quality-") as tmp:
+        store = EdgeStore(Path(tmp))
+        try:
+            with EvalCollection(store, doc_ids, [dataset.document(d) for d in doc_ids], bd) as coll:
+                first["hybrid"] = coll.rankings(qids, qtexts, bq, "hybrid", 100)
+        finally:
+            store.close()
+    for mode, ranking in first.items():
+        rows.append({"set": dataset.name, "model": base, "arm": f"doc {mode}", **score(ranking, dataset.qrels)})
+        for depth in (10, 20, 50):
+            pure, fused = {}, {}
+            for row, q in enumerate(qids):
+                top = ranking[q][:depth]
+                sims = rd[[pos[d] for d in top]] @ rq[row]
+                order = [top[i] for i in np.argsort(-sims, kind="stable")]
+                pure[q] = order + ranking[q][depth:]
+                fused[q] = fuse_rrf([top, order], 2, None, depth) + ranking[q][depth:]
+            for how, ranked in (("alone", pure), ("rrf", fused)):
+                rows.append({"set": dataset.name, "model": base,
+                             "arm": f"doc {mode} -> rerank {reranker} top{depth} {how}",
+                             **score(ranked, dataset.qrels)})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(SETS))
@@ -175,6 +219,8 @@ def main() -> None:
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
     ap.add_argument("--docs-only", action="store_true", help="only the whole-document arms (no chunks)")
     ap.add_argument("--quick", action="store_true", help="small subsets (smoke test)")
+    ap.add_argument("--rerank", default="", help="BASE>RERANKER pairs, comma-separated: whole-document "
+                    "reranking arms (e.g. default>all-mpnet-base-v2)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     args = ap.parse_args()
     quiet_transformers()
@@ -197,9 +243,13 @@ def main() -> None:
             finally:
                 store.close()
         rows.append({"set": dataset.name, "model": "-", "arm": "doc sparse", **score(sparse, dataset.qrels)})
-        for model in args.models.split(","):
+        for model in filter(None, args.models.split(",")):
             print(f"== {dataset.name} / {model}", flush=True)
             evaluate_model(model, dataset, args, rows, fusion_rows)
+        for pair in filter(None, args.rerank.split(",")):
+            base, reranker = pair.split(">")
+            print(f"== {dataset.name} / {base} reranked by {reranker}", flush=True)
+            rerank_arms(dataset, base, reranker, args, rows)
     table(rows, ["set", "model", "arm", *METRICS, "ms_per_chunk"])
     print()
     table(sorted(fusion_rows, key=lambda r: (r["set"], r["model"], -r["mrr@10"])),

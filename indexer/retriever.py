@@ -30,13 +30,14 @@ class IndexRetriever(BaseRetriever):
     task: str | None = None
     instruction: str | None = None
     filter: SearchFilter | None = None
+    rerank: bool = False          # needs a searcher built with a Reranker
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
         response = self.searcher.search(
             query, k=kwargs.get("k", self.k), mode=kwargs.get("mode", self.mode),
             task=kwargs.get("task", self.task), instruction=kwargs.get("instruction", self.instruction),
-            flt=kwargs.get("filter", self.filter),
+            flt=kwargs.get("filter", self.filter), rerank=kwargs.get("rerank", self.rerank),
         )
         return [
             Document(id=r.id, page_content=r.text, metadata={**r.metadata, "score": r.score, "rank": r.rank})

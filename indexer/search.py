@@ -10,6 +10,7 @@ from embedder import Embedder
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
+from .rerank import Reranker
 from .store import MODES, Hit, SearchFilter, VectorStore
 
 
@@ -48,10 +49,11 @@ class SearchResponse:
     mode: str
     results: list[SearchResult]
     seconds: float
+    reranked: bool = False    # the top results were re-scored by the reranker (score = its cosine)
 
     def to_dict(self) -> dict:
         return {"query": self.query, "query_text": self.query_text, "mode": self.mode,
-                "seconds": self.seconds, "results": [r.to_dict() for r in self.results]}
+                "reranked": self.reranked, "seconds": self.seconds, "results": [r.to_dict() for r in self.results]}
 
 
 def _result(rank: int, hit: Hit) -> SearchResult:
@@ -63,10 +65,12 @@ def _result(rank: int, hit: Hit) -> SearchResult:
 class Searcher:
     """Searches one collection with the embedder that built it."""
 
-    def __init__(self, embedder: Embedder, store: VectorStore, collection: str) -> None:
+    def __init__(self, embedder: Embedder, store: VectorStore, collection: str,
+                 reranker: Reranker | None = None) -> None:
         self.embedder = embedder
         self.store = store
         self.collection = collection
+        self.reranker = reranker
         self._checked = False
 
     def check(self) -> dict:
@@ -84,21 +88,29 @@ class Searcher:
         return self.embedder.format_query(query, instruction=instruction, task=task)
 
     def search(self, query: str, *, k: int = 10, mode: str = "dense", task: str | None = None,
-               instruction: str | None = None, flt: SearchFilter | None = None) -> SearchResponse:
-        """Rank the collection's chunks for ``query``."""
+               instruction: str | None = None, flt: SearchFilter | None = None,
+               rerank: bool = False) -> SearchResponse:
+        """Rank the collection's chunks for ``query``; ``rerank`` re-scores the top candidates
+        with the searcher's :class:`~indexer.rerank.Reranker`."""
         if mode not in MODES:
             raise ValueError(f"Unknown search mode {mode!r}; choose one of: {', '.join(MODES)}.")
         if k < 1:
             raise ValueError(f"k={k} must be at least 1.")
+        if rerank and self.reranker is None:
+            raise ValueError("Reranking was asked for but no reranker is loaded; set RAG_RERANK=true "
+                             "(model: RAG_RERANK_MODEL) or search without --rerank.")
         self.check()
         start = time.perf_counter()
         text = self.query_text(query, task, instruction)
         dense = None
         if mode != "sparse":
             dense = self.embedder.encode([text])[0].tolist()
-        hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=k, flt=flt)
+        fetch = max(k, self.reranker.depth) if rerank else k
+        hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
         results = [_result(i + 1, h) for i, h in enumerate(hits)]
-        return SearchResponse(query, text, mode, results, round(time.perf_counter() - start, 4))
+        if rerank:
+            results = self.reranker.rerank(query, results, task=task, instruction=instruction)[:k]
+        return SearchResponse(query, text, mode, results, round(time.perf_counter() - start, 4), rerank)
 
     def neighbours(self, result: SearchResult, before: int = 1, after: int = 1) -> list[SearchResult]:
         """The chunks around ``result`` in its file (ids are deterministic, so no scan is needed)."""
