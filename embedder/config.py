@@ -48,8 +48,9 @@ class EmbedderConfig:
         packing: ``on`` runs each batch unpadded, its texts packed into one row with attention kept
             per text (``embedder.packing``); ``off`` pads; ``auto`` packs where the model type
             supports it (Mistral/Llama/Qwen/Phi-3 decoders, BERT encoders) and pads elsewhere.
-        compile: run the model through ``torch.compile`` (dynamic shapes); off by default, as
-            compiling takes a while and gained nothing measurable on a CPU.
+        compile: run the model through ``torch.compile`` (dynamic shapes); off by default:
+            compiling takes about a minute even for a tiny model on a CPU, and its GPU gain is
+            not measured yet.
         pooling / query_prefix / document_prefix / instructed: override what is read from the
             model's own files (None = read from the model).
     """
