@@ -19,6 +19,7 @@ import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -121,11 +122,16 @@ def _varlen_kernel():
     return varlen_attn
 
 
+@lru_cache(maxsize=8)
+def _parameters(kernel) -> frozenset[str]:
+    return frozenset(inspect.signature(kernel).parameters)
+
+
 def _varlen_attention(kernel, query, key, value, cu, max_len: int, causal: bool, scale: float | None,
                       window: int | None) -> torch.Tensor | None:
     """FlashAttention varlen. query: (1, H, T, D), key/value: (1, Hkv, T, D) -> (1, T, H, D), or None
     when this torch's kernel cannot take the arguments (the caller falls back to per-text SDPA)."""
-    params = inspect.signature(kernel).parameters
+    params = _parameters(kernel)
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))  # (T, H, D)
     extra: dict = {"scale": scale}
     if k.shape[1] != q.shape[1]:
