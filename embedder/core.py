@@ -259,8 +259,9 @@ class Embedder:
 
     def _inputs(self, ids: list[list[int]], pin: bool = False) -> Packed | dict[str, torch.Tensor]:
         """A batch's model inputs on the device: packed (:class:`Packed`) or padded (``input_ids``,
-        ``attention_mask``: (batch, seq)). ``pin``: copy through pinned memory, without waiting."""
-        if self.packed:
+        ``attention_mask``: (batch, seq)). ``pin``: copy through pinned memory, without waiting.
+        A single text (a query) has no padding to save: it runs the plain path."""
+        if self.packed and len(ids) > 1:
             packed = pack(ids)
             return packed.pin_memory().to(self.device, non_blocking=True) if pin else packed.to(self.device)
         enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
