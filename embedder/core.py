@@ -319,7 +319,7 @@ class Embedder:
                     host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
                     pending.append((batch, host.copy_(vectors, non_blocking=True)))
                 else:
-                    out[batch] = vectors.numpy()
+                    out[batch] = vectors.cpu().numpy()  # (batch, dim)
         if pending:
             torch.cuda.current_stream(self.device).synchronize()
             for batch, host in pending:
