@@ -19,6 +19,7 @@ EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 _SETTING_FLAGS = {
     "model": "model", "quantization": "quantization", "dtype": "dtype", "device": "device",
     "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
+    "packing": "packing",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
     "workers": "workers", "ray_address": "ray_address",
 }
@@ -33,6 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--adapter", help="LoRA adapter folder")
     g.add_argument("--max-length", type=int, dest="max_length")
     g.add_argument("--batch-tokens", type=int, dest="batch_tokens")
+    g.add_argument("--packing", choices=["auto", "on", "off"], help="unpadded batches (default: auto)")
     g.add_argument("--collection", help="collection name (default: documents)")
     g.add_argument("--data-dir", dest="data_dir", help="embedded store folder")
     g.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL (default: embedded store)")

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_length: int = Field(512, ge=2, description="tokens per text, longer texts are truncated")
     batch_tokens: int | None = Field(
         None, ge=2, description="padded tokens per forward pass (default: 16384 on CUDA, 2048 on CPU)")
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="unpadded batches, texts packed into one row (auto: where the model type allows)")
+    compile: bool = Field(False, description="run the model through torch.compile")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     task: str = Field("web_search", description="named query instruction")
     rerank: bool = Field(False, description="re-score the top results with a second, larger model")
@@ -70,7 +73,7 @@ class Settings(BaseSettings):
             model=self.model, quantization=self.quantization, dtype=self.dtype, device=self.device,
             max_length=self.max_length,
             batch_tokens=max(self.batch_tokens, self.max_length) if self.batch_tokens else None,
-            adapter=self.adapter,
+            adapter=self.adapter, packing=self.packing, compile=self.compile,
         )
 
     @field_validator("shards", "replication", mode="before")

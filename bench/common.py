@@ -259,3 +259,22 @@ QUERIES = [
     "socket server accepting connections",
     "pickle protocol versions",
 ]
+
+
+def mixed_texts(n: int, query_share: float = 0.25) -> tuple[list[str], list[str]]:
+    """``n`` texts of real, mixed lengths: (documents, queries).
+
+    Documents are python-docs chunks cut at 254, 128 and 64 tokens (MiniLM's tokenizer) in equal
+    shares, so a batch mixes full chunks, short ones and each page's shorter last chunk; queries
+    are :data:`QUERIES` (5-9 words; 10-40 tokens once a decoder's instruction is prepended), about
+    ``query_share`` of ``n``.
+    """
+    n_queries = int(n * query_share)
+    n_docs = n - n_queries
+    sizes = (254, 128, 64)
+    docs: list[str] = []
+    for i, size in enumerate(sizes):
+        share = n_docs // len(sizes) + (1 if i < n_docs % len(sizes) else 0)
+        docs.extend(doc_chunks(share * 3, chunk_tokens=size, overlap=min(32, size // 4))[::3][:share])
+    queries = [QUERIES[i % len(QUERIES)] for i in range(n_queries)]
+    return docs, queries

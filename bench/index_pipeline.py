@@ -36,12 +36,14 @@ def phase(args: argparse.Namespace) -> None:
     from embedder import Embedder
 
     t = time.perf_counter()
-    embedder = Embedder.from_pretrained(args.model, quantization=args.quantization, device=args.device)
+    embedder = Embedder.from_pretrained(args.model, quantization=args.quantization, device=args.device,
+                                        packing=args.packing)
     load_s = time.perf_counter() - t
     result = {"phase": args.phase, "load_s": load_s, "threads": torch.get_num_threads()}
-    from indexer.pipeline import IndexSettings
+    from indexer.pipeline import IndexSettings, default_embed_batch
 
-    settings = IndexSettings(embed_batch=args.embed_batch) if args.embed_batch else IndexSettings()
+    # the default is by device (IndexSettings.embed_batch None): both phases use the same size
+    settings = IndexSettings(embed_batch=args.embed_batch or default_embed_batch(embedder.device.type))
     if args.phase == "embed":
         from indexer.chunking import chunk_text
         from indexer.extract import extract
@@ -84,6 +86,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--embed-batch", type=int, default=0, help="chunks per embedding call, both phases "
                     "(0: IndexSettings' default)")
+    ap.add_argument("--packing", default="auto", choices=["auto", "on", "off"], help="Embedder packing")
     ap.add_argument("--phases", default="embed,index,reindex", help="a subset prints the phases' lines only")
     args = ap.parse_args()
     if args.phase:
@@ -91,7 +94,8 @@ def main() -> None:
     if args.quick:
         args.files = 4
     start = common.header("index_pipeline", files=args.files, threads=args.threads or "default", model=args.model,
-                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default")
+                          quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default",
+                          packing=args.packing)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
@@ -99,7 +103,7 @@ def main() -> None:
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
         common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads),
                        "--model", args.model, "--quantization", args.quantization, "--device", args.device,
-                       "--embed-batch", str(args.embed_batch)]
+                       "--embed-batch", str(args.embed_batch), "--packing", args.packing]
         results = {}
         for name in args.phases.split(","):
             results[name] = common.run_child(__file__, ["--phase", name, *common_args])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+PACKINGS = ("auto", "on", "off")
 #: Default padded tokens per forward pass, by device.
 BATCH_TOKENS = {"cuda": 16384, "cpu": 2048}
 
@@ -47,6 +48,12 @@ class EmbedderConfig:
             16384 on CUDA, 2048 on CPU (smaller batches stay in cache: ~1.3x faster on CPU).
         adapter: a LoRA adapter folder (peft), or None.
         merge_adapter: fold the adapter into the weights (faster; not for quantized models).
+        packing: ``on`` runs each batch unpadded, its texts packed into one row with attention kept
+            per text (``embedder.packing``); ``off`` pads; ``auto`` packs where the model type
+            supports it (Mistral/Llama/Qwen/Phi-3 decoders, BERT encoders) and pads elsewhere.
+        compile: run the model through ``torch.compile`` (dynamic shapes); off by default:
+            compiling takes about a minute even for a tiny model on a CPU, and its GPU gain is
+            not measured yet.
         pooling / query_prefix / document_prefix / instructed: override what is read from the
             model's own files (None = read from the model).
     """
@@ -59,6 +66,8 @@ class EmbedderConfig:
     batch_tokens: int | None = None
     adapter: str | None = None
     merge_adapter: bool = False
+    packing: str = "auto"
+    compile: bool = False
     pooling: str | None = None
     query_prefix: str | None = None
     document_prefix: str | None = None
@@ -68,6 +77,7 @@ class EmbedderConfig:
         _check_choice("quantization", self.quantization, QUANTIZATIONS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("packing", self.packing, PACKINGS)
         if self.max_length < 2:
             raise EmbedderError(f"max_length={self.max_length} is too small; use at least 2 (e.g. 512).")
         if self.batch_tokens is not None and self.batch_tokens < self.max_length:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
@@ -15,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import BATCH_TOKENS, EmbedderConfig
+from .config import BATCH_TOKENS, PACKINGS, EmbedderConfig, EmbedderError
 from .fingerprint import Fingerprint, parameters_id
 from .instructions import format_instructed_query, resolve_instruction
 from .loading import ModelLocation, attach_adapter, identify, load_model, locate_model, pick_device
+from .packing import Packed, enable_packing, pack, packed_pool, plan_packed_batches
 from .pooling import pool
 from .spec import ModelSpec, resolve_spec
 
@@ -69,7 +71,7 @@ class EncodeStats:
 
     texts: int
     tokens: int          # real (unpadded) tokens
-    padded_tokens: int   # tokens the model actually processed
+    padded_tokens: int   # tokens the model actually processed (= tokens when packed)
     seconds: float
 
     @property
@@ -115,17 +117,38 @@ def _torch_threads(n: int):
         torch.set_num_threads(old)
 
 
+def _prefetched(items: Sequence, prepare: Callable, ahead: bool) -> Iterator[tuple[object, object]]:
+    """``(item, prepare(item))`` for each item; with ``ahead``, the next item is prepared on a
+    second thread while the caller works on the current one."""
+    if not ahead or len(items) < 2:
+        for item in items:
+            yield item, prepare(item)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-prefetch") as prefetch:
+        future = prefetch.submit(prepare, items[0])
+        for i, item in enumerate(items):
+            ready = future.result()
+            if i + 1 < len(items):
+                future = prefetch.submit(prepare, items[i + 1])
+            yield item, ready
+
+
 class Embedder:
     """Embeds queries and documents with one model.
 
     Build one with :meth:`from_config` (loads files), or pass a built ``model`` and ``tokenizer``
     (tests, notebooks). Documents are embedded as they are (with the model's document prefix, if
     any); queries get the task instruction (decoders) or the query prefix (E5 encoders).
+
+    ``packing`` (``auto``/``on``/``off``, see :class:`EmbedderConfig`) runs batches unpadded;
+    ``compile`` runs the model through ``torch.compile``. :meth:`encode` may be called from
+    several threads at once.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, *, max_length: int = 512,
                  batch_tokens: int = 16384, model_id: str | None = None, adapter: str | None = None,
-                 adapter_id: str | None = None, quantization: str = "none") -> None:
+                 adapter_id: str | None = None, quantization: str = "none", packing: str = "auto",
+                 compile: bool = False) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.spec = spec
@@ -138,6 +161,21 @@ class Embedder:
         self._adapter_id = adapter_id
         self._quantization = quantization
         self.last_stats: EncodeStats | None = None
+        self.packed = self._setup_packing(packing)
+        self._run_model = torch.compile(self.model, dynamic=True) if compile else self.model
+
+    def _setup_packing(self, packing: str) -> bool:
+        if packing not in PACKINGS:
+            raise EmbedderError(f"packing={packing!r} is not valid; choose one of: {', '.join(PACKINGS)}.")
+        if packing == "off":
+            return False
+        why_not = enable_packing(self.model)
+        if why_not is None:
+            return True
+        if packing == "on":
+            raise EmbedderError(f"packing=on, but {why_not}. Use packing=auto (packs where it can) or off.")
+        logger.info("padded batches (no packing): %s", why_not)
+        return False
 
     @classmethod
     def from_config(cls, config: EmbedderConfig) -> "Embedder":
@@ -153,7 +191,8 @@ class Embedder:
         batch_tokens = config.batch_tokens or BATCH_TOKENS.get(device, BATCH_TOKENS["cuda"])
         return cls(model, info.tokenizer, info.spec, max_length=config.max_length, batch_tokens=batch_tokens,
                    model_id=info.fingerprint.model_id, adapter=config.adapter,
-                   adapter_id=info.fingerprint.adapter_id, quantization=config.quantization)
+                   adapter_id=info.fingerprint.adapter_id, quantization=config.quantization,
+                   packing=config.packing, compile=config.compile)
 
     @classmethod
     def from_pretrained(cls, model: str, **settings) -> "Embedder":
@@ -218,21 +257,41 @@ class Embedder:
         return self.tokenizer(list(texts), max_length=self.max_length, truncation=True, padding=False,
                               return_attention_mask=False)["input_ids"]
 
+    def _inputs(self, ids: list[list[int]], pin: bool = False) -> Packed | dict[str, torch.Tensor]:
+        """A batch's model inputs on the device: packed (:class:`Packed`) or padded (``input_ids``,
+        ``attention_mask``: (batch, seq)). ``pin``: copy through pinned memory, without waiting.
+        A single text (a query) has no padding to save: it runs the plain path."""
+        if self.packed and len(ids) > 1:
+            packed = pack(ids)
+            return packed.pin_memory().to(self.device, non_blocking=True) if pin else packed.to(self.device)
+        enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        return {k: (enc[k].pin_memory().to(self.device, non_blocking=True) if pin else enc[k].to(self.device))
+                for k in ("input_ids", "attention_mask")}
+
     def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""
         enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-        mask = enc["attention_mask"].to(self.device)  # (batch, seq)
+        inputs = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        return self._forward_inputs(inputs, self.model), inputs["attention_mask"].shape[1]
+
+    def _forward_inputs(self, inputs: Packed | dict[str, torch.Tensor], model: Callable) -> torch.Tensor:
+        """Run ``model`` on prepared inputs, pool, normalise: -> (batch, dim) float32."""
         # No KV cache for decoders: nothing is generated, and building one costs memory and, for
         # sliding-window models (Mistral), a host-device copy per layer that stalls the GPU queue.
         extra = {"use_cache": False} if self.spec.decoder else {}
-        out = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask, **extra)
-        hidden = out.last_hidden_state
-        return F.normalize(pool(self.spec.pooling, hidden, mask).float(), p=2, dim=-1), mask.shape[1]
+        if isinstance(inputs, Packed):
+            hidden = model(**inputs.model_kwargs(), **extra).last_hidden_state[0]  # (T, dim)
+            pooled = packed_pool(self.spec.pooling, hidden, inputs.cu_seqlens)
+        else:
+            mask = inputs["attention_mask"]  # (batch, seq)
+            hidden = model(**inputs, **extra).last_hidden_state
+            pooled = pool(self.spec.pooling, hidden, mask)
+        return F.normalize(pooled.float(), p=2, dim=-1)
 
     def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed already-formatted texts in one batch, keeping the autograd graph (for training).
 
-        (n,) texts -> (n, dim) float32, L2-normalised, same recipe as :meth:`encode`.
+        (n,) texts -> (n, dim) float32, L2-normalised, same recipe as :meth:`encode` (padded).
         """
         return self._forward(self.tokenize(texts))[0]
 
@@ -243,14 +302,28 @@ class Embedder:
         ids = self.tokenize(texts)
         lengths = [len(row) for row in ids]
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        padded = 0
-        batches = plan_batches(lengths, self.batch_tokens)
-        small = self.device.type == "cpu" and sum(lengths) <= CPU_SMALL_CALL_TOKENS
+        batches = (plan_packed_batches if self.packed else plan_batches)(lengths, self.batch_tokens)
+        padded = sum(lengths) if self.packed else sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        cuda = self.device.type == "cuda"
+        small = not cuda and sum(lengths) <= CPU_SMALL_CALL_TOKENS
+        # On a GPU, the next batch is packed and copied (pinned memory, no wait) on a second thread
+        # while this one queues the model's kernels, and vectors come back without a wait per batch:
+        # the GPU never idles on the host. On a CPU everything runs inline, as the model does.
+        pending: list[tuple[list[int], torch.Tensor]] = []
+        prepare = lambda b: self._inputs([ids[i] for i in b], pin=cuda)  # noqa: E731
         with _torch_threads(1) if small else nullcontext():
-            for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress, leave=False):
-                vectors, width = self._forward([ids[i] for i in batch])
-                out[batch] = vectors.cpu().numpy()  # (batch, dim)
-                padded += width * len(batch)
+            for batch, inputs in tqdm(_prefetched(batches, prepare, ahead=cuda), total=len(batches),
+                                      desc="embedding", unit="batch", disable=not show_progress, leave=False):
+                vectors = self._forward_inputs(inputs, self._run_model)  # (batch, dim) on the device
+                if cuda:
+                    host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+                    pending.append((batch, host.copy_(vectors, non_blocking=True)))
+                else:
+                    out[batch] = vectors.cpu().numpy()  # (batch, dim)
+        if pending:
+            torch.cuda.current_stream(self.device).synchronize()
+            for batch, host in pending:
+                out[batch] = host.numpy()
         self.last_stats = EncodeStats(len(ids), sum(lengths), padded, time.perf_counter() - start)
         if texts:
             logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(ids), sum(lengths),

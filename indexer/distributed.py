@@ -33,7 +33,7 @@ import numpy as np
 
 from embedder import EmbedderConfig, EmbedderError, describe_model
 
-from .pipeline import Chunker, Indexer, IndexSettings, ParsedFile, StoredFiles
+from .pipeline import Chunker, Indexer, IndexSettings, ParsedFile, StoredFiles, default_embed_batch
 from .store import Point, VectorStore
 from .walk import FileEntry
 
@@ -89,6 +89,7 @@ class RayIndexer(Indexer):
     def _dataset(self, ray, entries: list[FileEntry], stored: StoredFiles):
         gpus = _gpus_per_worker(ray, self.config.device, self.workers)
         config = replace(self.config, device="cuda" if gpus else "cpu")
+        embed_batch = self.settings.embed_batch or default_embed_batch(config.device)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the indexer's own bar counts files
         context.enable_auto_log_stats = False
@@ -102,7 +103,7 @@ class RayIndexer(Indexer):
                          # half a CPU: unlike the CPU workers' 1, this keeps Ray from fusing
                          # parsing into the embedding actors, so the two overlap
                          fn_kwargs={"chunker": self.chunker}, num_cpus=0.5)
-            .map_batches(_EmbedWorker, batch_size=self.settings.embed_batch, batch_format="numpy",
+            .map_batches(_EmbedWorker, batch_size=embed_batch, batch_format="numpy",
                          fn_constructor_kwargs={"config": config, "expected": self.fingerprint.key,
                                                 "threads": self.cpus_per_worker},
                          compute=ray.data.ActorPoolStrategy(size=self.workers),

@@ -42,3 +42,20 @@ def test_index_pipeline_runs_every_phase(bench_env):
 def test_index_overlap_runs(bench_env):
     out, _ = run("index_overlap.py", "--files", "4", "--repeat", "1", "--ms-per-chunk", "1", env=bench_env)
     assert "| Indexer.run" in out and "of the shorter side overlapped" in out
+
+
+@pytest.mark.slow
+def test_gpu_packed_tiny_runs_every_row(bench_env):
+    """The GPU benchmark's one command, on a tiny Mistral on the CPU: every row, and the index phase."""
+    out, _ = run("gpu_packed.py", "--tiny", "--texts", "12", "--precisions", "bf16,4bit", env=bench_env)
+    for row in ("sentence-transformers fp32", "ours fp32 padded", "ours fp32 packed", "ours 4bit NF4 packed",
+                "| Indexer.run, fresh store", "| embed only (baseline)"):
+        assert row in out, row
+    cosines = [float(line.split("|")[-2]) for line in out.splitlines() if "packed " in line and line.startswith("|")]
+    assert cosines and min(cosines) >= 0.999  # packed vectors = padded vectors
+
+
+@pytest.mark.slow
+def test_packed_cpu_runs(bench_env):
+    out, _ = run("packed_cpu.py", "--quick", env=bench_env)
+    assert "| all-MiniLM-L6-v2 (default)" in out and "| random Mistral" in out

@@ -36,3 +36,18 @@ def test_cpu_batch_budget_defaults_by_device(monkeypatch):
     assert Settings().embedder_config().batch_tokens is None  # the embedder picks 2048 on CPU
     monkeypatch.setenv("RAG_BATCH_TOKENS", "100")
     assert Settings(max_length=512).embedder_config().batch_tokens == 512  # never below one text
+
+
+def test_packing_and_compile_reach_the_embedder(monkeypatch):
+    monkeypatch.delenv("RAG_PACKING", raising=False)
+    config = Settings().embedder_config()
+    assert (config.packing, config.compile) == ("auto", False)
+    monkeypatch.setenv("RAG_PACKING", "off")
+    monkeypatch.setenv("RAG_COMPILE", "true")
+    config = Settings().embedder_config()
+    assert (config.packing, config.compile) == ("off", True)
+    args = build_parser().parse_args(["search", "q", "--packing", "on"])
+    assert load_settings(args).embedder_config().packing == "on"
+    monkeypatch.setenv("RAG_PACKING", "sometimes")
+    with pytest.raises(ValidationError, match="auto.*on.*off"):
+        Settings()

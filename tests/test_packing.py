@@ -1,0 +1,225 @@
+"""Packed (unpadded) batches against the padded path; the varlen plumbing; overlap and compile."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embedder import Embedder, EmbedderConfig, EmbedderError
+from embedder.core import _prefetched
+from embedder.packing import (PACKED_ATTENTION, _per_text_attention, _varlen_attention, pack, packed_pool,
+                              plan_packed_batches)
+from embedder.pooling import pool
+
+from .conftest import build_tiny_tokenizer
+
+WORDS = "qdrant vector database rust embeddings map text to vectors similar texts land close together".split()
+#: 1 to ~60 tokens each: queries, sentences, paragraphs, empty, one longer than max_length
+MIXED = (["", "cats", "how do vector databases index embeddings?"]
+         + [" ".join(WORDS[(i * 7) % len(WORDS):] + WORDS) * (1 + i % 4) for i in range(12)]
+         + ["Qdrant is a vector database written in Rust. " * 30])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def pair(model: str, **settings) -> tuple[Embedder, Embedder]:
+    """The same model loaded twice: padded and packed."""
+    return (Embedder.from_pretrained(model, packing="off", **settings),
+            Embedder.from_pretrained(model, packing="on", **settings))
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_packed_matches_padded_tiny_mistral(tiny_mistral_dir, padding_side):
+    padded, packed = pair(str(tiny_mistral_dir), max_length=64, batch_tokens=128)
+    padded.tokenizer.padding_side = packed.tokenizer.padding_side = padding_side
+    assert packed.packed and not padded.packed
+    assert packed.model.config._attn_implementation == PACKED_ATTENTION
+    a, b = padded.embed_documents(MIXED), packed.embed_documents(MIXED)
+    assert cosines(a, b).min() >= 0.9999
+    q_a, q_b = padded.embed_queries(MIXED, task="fact_checking"), packed.embed_queries(MIXED, task="fact_checking")
+    assert cosines(q_a, q_b).min() >= 0.9999
+    # packing computes only real tokens; padding computed more, and the batches differ
+    assert packed.last_stats.padded_tokens == packed.last_stats.tokens < padded.last_stats.padded_tokens
+    # one text alone gives the same vector as that text packed with the others: no attention leaks
+    alone = np.stack([packed.embed_documents([t])[0] for t in MIXED[:6]])
+    assert cosines(alone, b[:6]).min() >= 0.9999
+
+
+def test_packed_matches_padded_with_sliding_window(tmp_path):
+    """Texts longer than Mistral's sliding window: the window applies per text."""
+    from transformers import MistralConfig, MistralModel
+
+    torch.manual_seed(0)
+    config = MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=1000, bos_token_id=1, eos_token_id=2,
+                           pad_token_id=2, sliding_window=8)
+    MistralModel(config).save_pretrained(tmp_path)
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    padded, packed = pair(str(tmp_path), max_length=48, batch_tokens=96)
+    windowed = packed.embed_documents(MIXED)
+    assert cosines(padded.embed_documents(MIXED), windowed).min() >= 0.9999
+    # the window matters here: with full causal attention the long texts' vectors change
+    packed.model.config.sliding_window = None
+    assert cosines(packed.embed_documents(MIXED), windowed).min() < 0.999
+
+
+def test_packed_matches_padded_and_sentence_transformers_minilm(default_embedder):
+    from sentence_transformers import SentenceTransformer
+
+    from embedder.loading import default_model_dir
+
+    padded = Embedder.from_pretrained("default", packing="off")
+    assert default_embedder.packed  # auto packs BERT encoders
+    texts = MIXED + ["word " * 400]  # beyond MiniLM's 256 tokens: truncated
+    a, b = padded.embed_documents(texts), default_embedder.embed_documents(texts)
+    assert cosines(a, b).min() >= 0.9999
+    ref = SentenceTransformer(str(default_model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert cosines(b, ref).min() >= 0.9999
+
+
+def test_packed_pool_equals_padded_pool():
+    torch.manual_seed(0)
+    lengths = [3, 1, 5]
+    hidden = torch.randn(sum(lengths), 4)  # (T, dim)
+    cu = torch.tensor([0, 3, 4, 9], dtype=torch.int32)
+    padded = torch.zeros(3, 5, 4)
+    mask = torch.zeros(3, 5, dtype=torch.long)
+    for i, (s, n) in enumerate(zip([0, 3, 4], lengths)):
+        padded[i, :n], mask[i, :n] = hidden[s:s + n], 1
+    for mode in ("lasttoken", "mean", "cls"):
+        assert torch.allclose(packed_pool(mode, hidden, cu), pool(mode, padded, mask), atol=1e-6), mode
+    with pytest.raises(ValueError, match="lasttoken, mean, cls"):
+        packed_pool("max", hidden, cu)
+
+
+def test_pack_and_plan():
+    p = pack([[5, 6, 7], [8], [9, 10]])
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert p.cu_seqlens.tolist() == [0, 3, 4, 6] and p.max_len == 3
+    with pytest.raises(ValueError, match="non-empty"):
+        pack([[1], []])
+    lengths = [5, 100, 7, 50, 50, 3, 100, 1, 300]
+    batches = plan_packed_batches(lengths, batch_tokens=120)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or sum(lengths[i] for i in batch) <= 120
+    assert len(batches) < len(lengths)  # short texts share batches
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+    """The contract of torch.nn.attention.varlen.varlen_attn, in plain PyTorch: (T, H, D) tensors,
+    window (left, right), (-1, 0) = causal. Used where the CUDA kernel cannot run."""
+    out = torch.empty_like(q)
+    for s, e in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+        qs, ks, vs = (x[s:e].transpose(0, 1) for x in (q, k, v))  # (H, n, D)
+        if ks.shape[0] != qs.shape[0]:
+            assert enable_gqa
+            ks, vs = (x.repeat_interleave(qs.shape[0] // x.shape[0], 0) for x in (ks, vs))
+        i = torch.arange(e - s)
+        mask = torch.ones(e - s, e - s, dtype=torch.bool)
+        if window_size[1] >= 0:
+            mask &= i[None, :] <= i[:, None] + window_size[1]
+        if window_size[0] >= 0:
+            mask &= i[None, :] >= i[:, None] - window_size[0]
+        out[s:e] = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale).transpose(0, 1)
+    return out
+
+
+def _old_signature_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, is_causal=False, scale=None):
+    """An older varlen signature: no GQA, no windows."""
+    assert k.shape[1] == q.shape[1]
+    return _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, scale=scale,
+                             window_size=(-1, 0) if is_causal else (-1, -1))
+
+
+@pytest.mark.parametrize("kernel", [_reference_varlen, _old_signature_varlen])
+@pytest.mark.parametrize("causal,window", [(True, None), (False, None), (True, 3)])
+def test_varlen_call_matches_per_text_sdpa(kernel, causal, window):
+    """The tensors handed to the GPU varlen kernel (layout, GQA, window, scale) give what the CPU
+    path computes."""
+    torch.manual_seed(0)
+    cu = torch.tensor([0, 4, 5, 11], dtype=torch.int32)
+    q, k, v = torch.randn(1, 4, 11, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)  # GQA 4:2
+    expected = _per_text_attention(q, k, v, cu, causal, 0.3, window)
+    got = _varlen_attention(kernel, q, k, v, cu, 6, causal, 0.3, window)
+    if got is None:  # the old signature cannot do windows or bidirectional attention: caller falls back
+        assert kernel is _old_signature_varlen and (window or not causal)
+        return
+    assert got.shape == expected.shape == (1, 11, 4, 8)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_packing_settings_and_errors(tmp_path):
+    from transformers import MistralModel
+
+    from .conftest import build_tiny_mistral
+
+    with pytest.raises(EmbedderError, match="auto, on, off"):
+        EmbedderConfig(packing="yes")
+    eager = build_tiny_mistral()
+    eager.config._attn_implementation = "eager"
+    eager.save_pretrained(tmp_path)
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    model = MistralModel.from_pretrained(tmp_path, attn_implementation="eager")
+    from embedder.spec import ModelSpec
+
+    spec = ModelSpec("t", decoder=True, pooling="lasttoken", instructed=True, append_eos=True)
+    with pytest.raises(EmbedderError, match="packing=on, but the model runs attn_implementation='eager'.*auto"):
+        Embedder(model, build_tiny_tokenizer(), spec, packing="on")
+    auto = Embedder(model, build_tiny_tokenizer(), spec, packing="auto")  # falls back to padding
+    assert not auto.packed and auto.embed_documents(["a text"]).shape == (1, 64)
+
+
+def test_prefetch_keeps_order_and_results():
+    items = [[1], [2, 3], [4], [5, 6, 7]]
+    seen = []
+
+    def prepare(item):
+        seen.append(threading.current_thread().name)
+        return sum(item)
+
+    assert list(_prefetched(items, prepare, ahead=True)) == [(i, sum(i)) for i in items]
+    assert all(name.startswith("embed-prefetch") for name in seen)
+    assert list(_prefetched(items, prepare, ahead=False)) == [(i, sum(i)) for i in items]
+
+
+def test_encode_from_several_threads(tiny_embedder):
+    """Several threads embedding at once (a serving layer) get what one thread gets."""
+    texts = [MIXED[i:] + MIXED[:i] for i in range(4)]
+    expected = [tiny_embedder.embed_documents(t) for t in texts]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = tiny_embedder.embed_documents(texts[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert cosines(results[i], expected[i]).min() >= 0.9999
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_vectors(tiny_mistral_dir):
+    pytest.importorskip("torch._inductor")
+    plain = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128)
+    compiled = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128, compile=True)
+    assert compiled._run_model is not compiled.model
+    assert cosines(plain.embed_documents(MIXED), compiled.embed_documents(MIXED)).min() >= 0.9999
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_cuda_packed_matches_padded(tiny_mistral_dir, quantization):
+    padded, packed = pair(str(tiny_mistral_dir), device="cuda", dtype="bf16", quantization=quantization,
+                          max_length=64, batch_tokens=256)
+    assert cosines(padded.embed_documents(MIXED), packed.embed_documents(MIXED)).min() >= 0.999
