@@ -155,6 +155,7 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
                 for mode in ("dense", "sparse", "hybrid"):
                     by_mode[mode] = coll.rankings(qids, qtexts, qvecs, mode, CHUNK_DEPTH)
                     row(f"chunks {mode}", chunked.pool(by_mode[mode]))
+                    row(f"chunks {mode}, pooled by rrf", chunked.pool(by_mode[mode], how="rrf"))
         finally:
             store.close()
     for k in (2, 10, 60):

@@ -27,9 +27,9 @@ class ChunkedDataset:
     chunks: BeirDataset          # corpus of chunks (ids ``DOC::i``), a relevant document's chunks relevant
     doc_of: dict[str, str]       # chunk id -> document id
 
-    def pool(self, rankings: Mapping[str, Sequence[str]], k: int = 100) -> Rankings:
+    def pool(self, rankings: Mapping[str, Sequence[str]], k: int = 100, how: str = "max") -> Rankings:
         """Chunk rankings -> document rankings (see :func:`pool_chunks`)."""
-        return {q: pool_chunks(r, self.doc_of, k) for q, r in rankings.items()}
+        return {q: pool_chunks(r, self.doc_of, k, how) for q, r in rankings.items()}
 
 
 def chunk_dataset(dataset: BeirDataset, tokenizer, chunk_tokens: int = 256, overlap: int = 32,
@@ -54,14 +54,27 @@ def chunk_dataset(dataset: BeirDataset, tokenizer, chunk_tokens: int = 256, over
     return ChunkedDataset(chunks, doc_of)
 
 
-def pool_chunks(ranking: Sequence[str], doc_of: Mapping[str, str], k: int = 100) -> list[str]:
-    """Documents in the order their first (best) chunk appears in ``ranking``; at most ``k``."""
-    seen: dict[str, None] = {}
-    for cid in ranking:
-        seen.setdefault(doc_of[cid], None)
-        if len(seen) >= k:
-            break
-    return list(seen)
+def pool_chunks(ranking: Sequence[str], doc_of: Mapping[str, str], k: int = 100, how: str = "max",
+                rrf_k: float = 2) -> list[str]:
+    """Chunk ranking -> document ranking, at most ``k`` documents.
+
+    ``how="max"``: in the order each document's first (best) chunk appears, as `rag search` shows
+    them; ``how="rrf"``: by the sum of ``1 / (rrf_k + rank)`` over a document's chunks, so a document
+    with several good chunks can pass one with a single better one.
+    """
+    if how == "max":
+        seen: dict[str, None] = {}
+        for cid in ranking:
+            seen.setdefault(doc_of[cid], None)
+            if len(seen) >= k:
+                break
+        return list(seen)
+    if how == "rrf":
+        scores: dict[str, float] = {}
+        for rank, cid in enumerate(ranking):
+            scores[doc_of[cid]] = scores.get(doc_of[cid], 0.0) + 1 / (rrf_k + rank)
+        return sorted(scores, key=lambda d: -scores[d])[:k]
+    raise ValueError(f"Unknown pooling {how!r}; choose max or rrf.")
 
 
 def fuse_rrf(rankings: Sequence[Sequence[str]], k: float = 2, weights: Sequence[float] | None = None,

@@ -75,6 +75,10 @@ def test_pool_chunks_keeps_each_documents_best_chunk():
     doc_of = {"a::0": "a", "a::1": "a", "b::0": "b", "c::0": "c"}
     assert pool_chunks(["a::1", "b::0", "a::0", "c::0"], doc_of) == ["a", "b", "c"]
     assert pool_chunks(["a::1", "b::0", "a::0", "c::0"], doc_of, k=2) == ["a", "b"]
+    # by reciprocal-rank sum: b's single top chunk (1/2) loses to a's two chunks (1/3 + 1/4)
+    assert pool_chunks(["b::0", "a::1", "a::0", "c::0"], doc_of, how="rrf") == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="max or rrf"):
+        pool_chunks([], doc_of, how="mean")
 
 
 def test_fuse_rrf_favours_agreement_and_follows_weights():
