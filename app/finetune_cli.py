@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -52,6 +53,9 @@ def add_finetune_parser(sub, common) -> None:
     p.add_argument("--chunks", action="store_true",
                    help="cut documents into chunks as `rag index` does, search the chunks in the store, "
                         "rank documents by their best chunk (RAG_CHUNK_TOKENS / RAG_CHUNK_OVERLAP)")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-score the top RAG_RERANK_DEPTH candidates with RAG_RERANK_MODEL, as "
+                        "`rag search --rerank` does (default: RAG_RERANK)")
     p.add_argument("--json", action="store_true")
     common(p)
 
@@ -121,18 +125,21 @@ def cmd_eval(args, settings: Settings) -> int:
     from evaluation.evaluate import run_eval
     from finetune.beir import load_beir
 
-    from .services import build_embedder
+    from .services import build_embedder, build_reranker
 
     dataset = load_beir(args.dataset, split=args.split)
+    rerank = settings.rerank if args.rerank is None else args.rerank
     embedder = None if args.mode == "sparse" and not args.chunks else build_embedder(settings)
     chunks = (settings.chunk_tokens, settings.chunk_overlap) if args.chunks else None
     result = run_eval(embedder, dataset, mode=args.mode, task=args.task or settings.task,
-                      instruction=args.instruction or settings.instruction, chunks=chunks)
+                      instruction=args.instruction or settings.instruction, chunks=chunks,
+                      reranker=build_reranker(settings) if rerank else None)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{dataset.name or args.dataset}: {result['n_queries']} queries, {result['n_docs']} documents, "
-          f"mode {args.mode}, ranked by {'best chunk' if args.chunks else 'whole document'}, "
+          f"mode {args.mode}, ranked by {'best chunk' if args.chunks else 'whole document'}"
+          f"{f', reranked by {settings.rerank_model} (top {settings.rerank_depth})' if rerank else ''}, "
           f"{result['seconds']:.1f}s")
     for name, value in result["metrics"].items():
         print(f"  {name:<11} {value:.4f}")

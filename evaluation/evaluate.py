@@ -21,6 +21,7 @@ from finetune.beir import BeirDataset
 from finetune.evaluate import dense_rankings
 from finetune.metrics import DEFAULT_METRICS, compute_metrics
 from indexer.pipeline import chunk_sizes
+from indexer.rerank import Reranker
 from indexer.store import MODES, EdgeStore, VectorStore
 
 from .engine import EvalCollection
@@ -61,7 +62,7 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
              store_factory: Callable[[Path], VectorStore] | None = None, *, k: int = 100,
              task: str | None = None, instruction: str | None = None,
              metrics: tuple[str, ...] = DEFAULT_METRICS, dense_via_store: bool = False,
-             chunks: tuple[int, int] | None = None) -> dict[str, Any]:
+             chunks: tuple[int, int] | None = None, reranker: Reranker | None = None) -> dict[str, Any]:
     """Evaluate retrieval with ``mode`` on ``dataset``; the dict ``rag eval --json`` prints.
 
     ``mode="dense"`` searches in numpy unless ``dense_via_store``; sparse and hybrid (and dense
@@ -73,6 +74,9 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
     the chunks are searched in the store with ``mode``, and documents are ranked by their best
     chunk (``CHUNK_DEPTH`` x ``k`` chunks per query). It needs the embedder (its tokenizer).
 
+    ``reranker`` re-orders each query's top ``reranker.depth`` candidates (chunks before they are
+    pooled into documents, or documents), as ``rag search --rerank`` does.
+
     Returns ``{"mode", "metrics": {"ndcg@10": ...}, "model": fingerprint dict or None,
     "dataset", "n_queries", "n_docs", "k", "seconds"}``.
     """
@@ -83,7 +87,8 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
         raise ValueError(f"k={k} is smaller than the deepest metric cut-off ({deepest}); raise k.")
     start = time.perf_counter()
     if chunks is not None:
-        rankings = _chunk_rankings(embedder, dataset, mode, chunks, store_factory, k, task, instruction)
+        rankings = _chunk_rankings(embedder, dataset, mode, chunks, store_factory, k, task, instruction,
+                                   reranker)
     elif mode == "dense" and not dense_via_store:
         if embedder is None:
             raise ValueError("mode 'dense' needs an embedder; pass one, or use mode='sparse'.")
@@ -96,6 +101,8 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
                 rankings = store_rankings(embedder, store, dataset, mode, k, task, instruction)
             finally:
                 store.close()
+        if reranker is not None:
+            rankings = _reranked(reranker, dataset, rankings, task, instruction)
     scores = compute_metrics(rankings, dataset.qrels, metrics)
     seconds = round(time.perf_counter() - start, 3)
     logger.info("eval %s on %s: %s (%.1fs)", mode, dataset.name or "dataset",
@@ -109,13 +116,15 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
         "n_docs": len(dataset.corpus),
         "k": k,
         "unit": "chunks" if chunks is not None else "documents",
+        "rerank": None if reranker is None else {"model": reranker.embedder.fingerprint.model,
+                                                   "depth": reranker.depth},
         "seconds": seconds,
     }
 
 
 def _chunk_rankings(embedder: Embedder | None, dataset: BeirDataset, mode: str, chunks: tuple[int, int],
                     store_factory: Callable[[Path], VectorStore] | None, k: int, task: str | None,
-                    instruction: str | None) -> dict[str, list[str]]:
+                    instruction: str | None, reranker: Reranker | None = None) -> dict[str, list[str]]:
     if embedder is None:
         raise ValueError("chunked evaluation cuts documents with the embedder's tokenizer; pass the embedder.")
     size, overlap = chunk_sizes(embedder.info, *chunks)
@@ -127,4 +136,12 @@ def _chunk_rankings(embedder: Embedder | None, dataset: BeirDataset, mode: str, 
                                     CHUNK_DEPTH * k, task, instruction)
         finally:
             store.close()
+    if reranker is not None:
+        ranked = _reranked(reranker, chunked.chunks, ranked, task, instruction)
     return chunked.pool(ranked, k)
+
+
+def _reranked(reranker: Reranker, dataset: BeirDataset, rankings: dict[str, list[str]], task: str | None,
+              instruction: str | None) -> dict[str, list[str]]:
+    return {q: reranker.rerank_ids(dataset.queries[q], ids, dataset.document, task=task, instruction=instruction)
+            for q, ids in rankings.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,28 @@ class Reranker:
                         **settings) -> Reranker:
         return cls(Embedder.from_pretrained(model, **settings), depth)
 
+    def order(self, query: str, texts: Sequence[str], *, task: str | None = None,
+              instruction: str | None = None) -> tuple[list[int], np.ndarray]:
+        """The new order of candidates ``texts`` (given in first-stage order) and their reranker cosines."""
+        q = self.embedder.embed_query(query, instruction=instruction, task=task)           # (dim,)
+        sims = self.embedder.embed_documents(list(texts)) @ q                               # (n,)
+        order = [int(i) for i in np.argsort(-sims, kind="stable")]
+        if self.fuse:
+            fused = {i: 1 / (RERANK_RRF_K + i) for i in range(len(texts))}
+            for rank, i in enumerate(order):
+                fused[i] += 1 / (RERANK_RRF_K + rank)
+            order = sorted(fused, key=lambda i: -fused[i])
+        return order, sims
+
+    def rerank_ids(self, query: str, ids: Sequence[str], text_of: Callable[[str], str], *,
+                   task: str | None = None, instruction: str | None = None) -> list[str]:
+        """``ids`` (first-stage order) with the top ``depth`` re-ordered; ``text_of(id)`` gives their text."""
+        head, tail = list(ids[: self.depth]), list(ids[self.depth:])
+        if len(head) < 2:
+            return list(ids)
+        order, _ = self.order(query, [text_of(i) for i in head], task=task, instruction=instruction)
+        return [head[i] for i in order] + tail
+
     def rerank(self, query: str, results: Sequence[SearchResult], *, task: str | None = None,
                instruction: str | None = None) -> list[SearchResult]:
         """``results`` re-ordered (ranks renumbered); the top ``depth`` get the reranker's cosine as score."""
@@ -59,15 +81,7 @@ class Reranker:
         if len(head) < 2:
             return list(results)
         start = time.perf_counter()
-        q = self.embedder.embed_query(query, instruction=instruction, task=task)           # (dim,)
-        docs = self.embedder.embed_documents([r.text for r in head])                        # (n, dim)
-        sims = docs @ q                                                                     # (n,)
-        order = [int(i) for i in np.argsort(-sims, kind="stable")]
-        if self.fuse:
-            fused = {i: 1 / (RERANK_RRF_K + i) for i in range(len(head))}
-            for rank, i in enumerate(order):
-                fused[i] += 1 / (RERANK_RRF_K + rank)
-            order = sorted(fused, key=lambda i: -fused[i])
+        order, sims = self.order(query, [r.text for r in head], task=task, instruction=instruction)
         log.debug("reranked %d candidates in %.0f ms", len(head), 1000 * (time.perf_counter() - start))
         ranked = [replace(head[i], score=float(sims[i])) for i in order] + tail
         return [replace(r, rank=n + 1) for n, r in enumerate(ranked)]

@@ -167,3 +167,31 @@ def test_rag_eval_chunks_finds_what_lies_past_the_models_max_length(tmp_path, ca
         results[out["unit"]] = out["metrics"]["mrr@10"]
     assert results["documents"] < 1.0
     assert results["chunks"] == 1.0
+
+
+def test_rag_eval_rerank_scores_what_rag_search_rerank_returns(tmp_path, capsys, monkeypatch):
+    """`rag eval --rerank` re-orders the first stage's top candidates with the reranking model, as
+    `rag search --rerank` does: keyword bait that BM25 ranks first drops below the answer."""
+    from app.cli import main
+    from finetune.beir import write_beir
+
+    corpus = {
+        "bait": ("", "How do I do it, I wonder? I do. Page numbers of a PDF: page 1, page 2, page 3, page 4."),
+        "answer": ("", "Do this to turn PDF sheets sideways: choose Turn."),
+        "spin": ("", "Spin a PDF sheet by ninety degrees to fix its orientation."),
+        "size": ("", "A PDF file grows with every embedded font and image."),
+    }
+    write_beir(tmp_path / "set", BeirDataset(corpus, {"q": "how do I rotate a pdf page"}, {"q": {"answer": 1}}))
+    monkeypatch.setenv("RAG_RERANK_MODEL", "default")
+    monkeypatch.setenv("RAG_RERANK_DEPTH", "4")
+    out = {}
+    for flag in ("--no-rerank", "--rerank"):
+        assert main(["eval", str(tmp_path / "set"), "--mode", "sparse", "--json", flag,
+                     "--data-dir", str(tmp_path / "d")]) == 0
+        out[flag] = json.loads(capsys.readouterr().out)
+    assert out["--no-rerank"]["metrics"]["mrr@10"] < 1.0          # BM25 alone prefers the bait
+    assert out["--no-rerank"]["rerank"] is None
+    assert out["--rerank"]["metrics"]["mrr@10"] == 1.0
+    assert out["--rerank"]["rerank"]["depth"] == 4
+    assert main(["eval", str(tmp_path / "set"), "--mode", "sparse", "--rerank", "--data-dir", str(tmp_path / "d")]) == 0
+    assert "reranked by default (top 4)" in capsys.readouterr().out
