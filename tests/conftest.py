@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -67,18 +68,30 @@ def tiny_mistral_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder(tiny_mistral_dir):
+def _tiny_embedder(tiny_mistral_dir):
     from embedder import Embedder
 
     return Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=512)
 
 
+@pytest.fixture
+def tiny_embedder(_tiny_embedder):
+    """The tiny Mistral embedder: loaded once per session, each test gets its own copy."""
+    return copy.deepcopy(_tiny_embedder)
+
+
 @pytest.fixture(scope="session")
-def default_embedder():
-    """The real packaged CPU model (all-MiniLM-L6-v2), loaded once per session."""
+def _default_embedder():
     from embedder import Embedder
 
     return Embedder.from_pretrained("default")
+
+
+@pytest.fixture
+def default_embedder(_default_embedder):
+    """The real packaged CPU model (all-MiniLM-L6-v2): loaded once per session, each test gets its
+    own copy, so a test that changes it (an adapter, a setting) cannot leak into the next."""
+    return copy.deepcopy(_default_embedder)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -55,9 +55,9 @@ def _build_index(data_dir: Path, corpus: Path, embedder) -> Path:
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, corpus, default_embedder) -> Path:
+def index_dir(tmp_path_factory, corpus, _default_embedder) -> Path:
     """An embedded store holding the corpus, built with the default model."""
-    return _build_index(tmp_path_factory.mktemp("store-default"), corpus, default_embedder)
+    return _build_index(tmp_path_factory.mktemp("store-default"), corpus, _default_embedder)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_locked_store_and_unreachable_server_are_messages(monkeypatch, tmp_path)
 
 # -- the service ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def preview_service(tmp_path_factory, tiny_embedder):
+def preview_service(tmp_path_factory, _tiny_embedder):
     """A service over a collection whose recorded root is ``tmp/root`` (no points needed)."""
     tmp_path = tmp_path_factory.mktemp("preview")
     root, outside = tmp_path / "root", tmp_path / "outside"
@@ -218,10 +218,10 @@ def preview_service(tmp_path_factory, tiny_embedder):
     (root / "link.txt").symlink_to(outside / "secret.txt")
     (root / "linkdir").symlink_to(outside, target_is_directory=True)
     store = EdgeStore(tmp_path / "store")
-    fp = tiny_embedder.fingerprint
+    fp = _tiny_embedder.fingerprint
     store.create_collection("documents", fp.dim, collection_meta(fp, 64, 8))
     store.update_collection_meta("documents", {"roots": [str(root)]})
-    service = SearchService(Settings(data_dir=tmp_path / "store"), tiny_embedder, store)
+    service = SearchService(Settings(data_dir=tmp_path / "store"), _tiny_embedder, store)
     yield service, root, outside
     service.close()
 

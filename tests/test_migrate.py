@@ -35,12 +35,12 @@ QUERIES = ["violin concerto orchestra", "alpine trail boots", "Jupiter gas giant
 
 
 @pytest.fixture(scope="module")
-def source_dir(default_embedder, tmp_path_factory):
+def source_dir(_default_embedder, tmp_path_factory):
     """An embedded store with collection "docs" built by the real indexer (closed again)."""
     root = tmp_path_factory.mktemp("migrate")
     corpus = make_corpus(root / "corpus", bad=False)
     with EdgeStore(root / "store") as store:
-        report = Indexer(default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)) \
+        report = Indexer(_default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)) \
             .run([corpus], progress=False)
         assert report.indexed == 5 and report.chunks >= 5
     return root / "store"

@@ -15,12 +15,12 @@ from .docs import make_corpus
 
 
 @pytest.fixture(scope="module")
-def searcher(tmp_path_factory, default_embedder):
+def searcher(tmp_path_factory, _default_embedder):
     root = tmp_path_factory.mktemp("retriever")
     store = EdgeStore(root / "store")
-    Indexer(default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)).run(
+    Indexer(_default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)).run(
         [make_corpus(root / "docs", bad=False)], progress=False)
-    yield Searcher(default_embedder, store, "docs")
+    yield Searcher(_default_embedder, store, "docs")
     store.close()
 
 

@@ -31,9 +31,13 @@ def test_bad_values_name_the_allowed_ones(monkeypatch):
         Settings()
 
 
-def test_cpu_batch_budget_defaults_by_device(monkeypatch):
+def test_cpu_batch_budget_defaults_by_device(monkeypatch, tiny_mistral_dir):
+    from embedder import Embedder
+
     monkeypatch.delenv("RAG_BATCH_TOKENS", raising=False)
-    assert Settings().embedder_config().batch_tokens is None  # the embedder picks 2048 on CPU
+    config = Settings(model=str(tiny_mistral_dir)).embedder_config()
+    assert config.batch_tokens is None                      # left to the embedder, by device
+    assert Embedder.from_config(config).batch_tokens == 2048    # the CPU budget
     monkeypatch.setenv("RAG_BATCH_TOKENS", "100")
     assert Settings(max_length=512).embedder_config().batch_tokens == 512  # never below one text
 
