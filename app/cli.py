@@ -11,6 +11,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from indexer.modes import MODES
+
 from .finetune_cli import add_finetune_parser, cmd_eval, cmd_finetune
 from .migrate import add_migrate_parser, cmd_migrate
 from .settings import Settings
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--task", help="named instruction (see `rag status`): web_search, question_answering, ...")
     p.add_argument("--instruction", help="custom instruction text (overrides --task)")
-    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
+    p.add_argument("--mode", choices=MODES, help="dense, sparse or hybrid (default: RAG_MODE, hybrid)")
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="re-score the top RAG_RERANK_DEPTH results with RAG_RERANK_MODEL (default: RAG_RERANK)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
@@ -161,7 +163,7 @@ def cmd_search(args, settings: Settings) -> int:
     try:
         searcher = Searcher(build_embedder(settings), store, settings.collection,
                             build_reranker(settings) if rerank else None)
-        response = searcher.search(args.query, k=args.k, mode=args.mode, task=args.task or settings.task,
+        response = searcher.search(args.query, k=args.k, mode=args.mode or settings.mode, task=args.task or settings.task,
                                    instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)
     finally:
         store.close()
@@ -169,7 +171,8 @@ def cmd_search(args, settings: Settings) -> int:
         print(json.dumps(response.to_dict(), indent=2))
         return EXIT_OK
     reranked = f", reranked by {settings.rerank_model}" if response.reranked else ""
-    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked})")
+    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked}; "
+          f"score = {response.score_kind})")
     for r in response.results:
         meta = r.metadata
         snippet = " ".join(r.text.split())[:200]

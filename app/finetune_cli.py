@@ -7,6 +7,8 @@ import json
 import random
 from pathlib import Path
 
+from indexer.modes import MODES
+
 from .settings import Settings
 
 
@@ -47,7 +49,7 @@ def add_finetune_parser(sub, common) -> None:
     p = sub.add_parser("eval", help="retrieval metrics on a BEIR-format folder")
     p.add_argument("dataset", type=Path)
     p.add_argument("--split", default="test")
-    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], default="dense")
+    p.add_argument("--mode", choices=MODES, help="default: RAG_MODE (hybrid)")
     p.add_argument("--task", help="named instruction for the queries")
     p.add_argument("--instruction", help="custom instruction text")
     p.add_argument("--chunks", action="store_true",
@@ -128,17 +130,18 @@ def cmd_eval(args, settings: Settings) -> int:
     from .services import build_embedder, build_reranker
 
     dataset = load_beir(args.dataset, split=args.split)
+    mode = args.mode or settings.mode
     rerank = settings.rerank if args.rerank is None else args.rerank
-    embedder = None if args.mode == "sparse" and not args.chunks else build_embedder(settings)
+    embedder = None if mode == "sparse" and not args.chunks else build_embedder(settings)
     chunks = (settings.chunk_tokens, settings.chunk_overlap) if args.chunks else None
-    result = run_eval(embedder, dataset, mode=args.mode, task=args.task or settings.task,
+    result = run_eval(embedder, dataset, mode=mode, task=args.task or settings.task,
                       instruction=args.instruction or settings.instruction, chunks=chunks,
                       reranker=build_reranker(settings) if rerank else None)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{dataset.name or args.dataset}: {result['n_queries']} queries, {result['n_docs']} documents, "
-          f"mode {args.mode}, ranked by {'best chunk' if args.chunks else 'whole document'}"
+          f"mode {mode}, ranked by {'best chunk' if args.chunks else 'whole document'}"
           f"{f', reranked by {settings.rerank_model} (top {settings.rerank_depth})' if rerank else ''}, "
           f"{result['seconds']:.1f}s")
     for name, value in result["metrics"].items():

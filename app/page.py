@@ -27,9 +27,18 @@ from app.service import (  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
+from indexer.modes import MODE_HELP, MODES  # noqa: E402
 
 log = logging.getLogger("app.page")
 ALL_FOLDERS = "(all folders)"
+#: The hover text of each score kind (indexer.search.SearchResponse.score_kind).
+SCORE_HELP = {
+    "cosine": "cosine similarity of the query's and the chunk's embeddings (-1 to 1; higher is closer)",
+    "bm25": "BM25 keyword score: grows with rare query words in the chunk; not bounded, not comparable across queries",
+    "rrf": "reciprocal rank fusion of the dense and the keyword ranking: the sum of 1/(k + rank) over both; "
+           "it says how high both rankings put the chunk, not how similar it is",
+    "rerank cosine": "cosine similarity under the reranking model (the order also weighs the first ranking)",
+}
 CSS = """<style>
 .hit-head {display:flex; justify-content:space-between; gap:1rem; align-items:baseline}
 .hit-title {font-weight:600; font-size:1.05rem}
@@ -103,16 +112,18 @@ def sidebar(service: SearchService, settings: Settings) -> tuple[str, object]:
 def query_options(service: SearchService, collection: str, available: bool, settings: Settings) -> dict:
     """Task, instruction and filter widgets; returns the search keyword arguments."""
     tasks = list(TASKS)
+    why_not = (None if service.instructed else
+               f"Not applicable: {service.model_name} does not take instructions, so the task and custom "
+               "instruction do not change the query.")
     with st.expander("Task, instruction and filters"):
         left, right = st.columns(2)
         task = left.selectbox("Task (named instruction)", tasks, key="task",
                               index=tasks.index(settings.task) if settings.task in tasks else 0,
-                              format_func=lambda t: t.replace("_", " "))
+                              format_func=lambda t: t.replace("_", " "), disabled=bool(why_not), help=why_not)
         instruction = left.text_input("Custom instruction (overrides the task)", key="instruction",
-                                      value=settings.instruction or "")
-        if not service.instructed:
-            left.caption(f"Not applicable: {service.model_name} does not take instructions, so the task "
-                         "and custom instruction do not change the query.")
+                                      value=settings.instruction or "", disabled=bool(why_not), help=why_not)
+        if why_not:
+            left.caption(why_not)
         options = service.filter_options(collection) if available else None
         folders = [ALL_FOLDERS] + (options.folders if options else [])
         folder = right.selectbox("Folder", folders, key="folder")
@@ -123,12 +134,14 @@ def query_options(service: SearchService, collection: str, available: bool, sett
     return {"task": task, "instruction": instruction.strip() or None, "flt": flt}
 
 
-def render_hit(service: SearchService, collection: str, query: str, r) -> None:
-    """One result: rank, score, title, source, highlighted chunk, context and preview toggles."""
+def render_hit(service: SearchService, collection: str, query: str, r, score_kind: str) -> None:
+    """One result: rank, score (labelled with what it is), title, source, highlighted chunk, context
+    and preview toggles."""
     meta = r.metadata
     with st.container(border=True, key=f"hit-{r.rank}"):
         st.html(f'<div class="hit"><div class="hit-head"><span class="hit-title">{r.rank}. '
-                f'{html.escape(r.title)}</span><span class="hit-score">score {r.score:.4f}</span></div>'
+                f'{html.escape(r.title)}</span><span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
+                f'{score_kind} {r.score:.4f}</span></div>'
                 f'<div class="hit-source">{html.escape(r.source)} · chunk {meta.get("chunk_index", 0) + 1}'
                 f'/{meta.get("chunk_count", 1)} · {html.escape(meta.get("file_type", ""))}</div>'
                 f'<div class="hit-text">{highlight(r.text, query)}</div></div>')
@@ -197,8 +210,8 @@ def main() -> None:
     query = st.text_input("Search", key="query", placeholder="Ask a question or type keywords, then press Enter",
                           label_visibility="collapsed")
     left, right = st.columns([3, 1])
-    mode = left.radio("Mode", ["dense", "hybrid", "keyword"], key="mode", horizontal=True,
-                      help="dense: meaning (embeddings) · keyword: BM25 · hybrid: both, fused")
+    mode = left.radio("Mode", MODES, key="mode", horizontal=True, index=MODES.index(settings.mode),
+                      help=" · ".join(f"{m}: {MODE_HELP[m]}" for m in MODES))
     k = int(right.number_input("Results", min_value=1, max_value=100, value=10, key="k"))
     try:
         opts = query_options(service, collection, available, settings)
@@ -222,12 +235,13 @@ def main() -> None:
             except ServiceError as exc:
                 show_error(exc)
             else:
-                st.caption(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms · {mode}",
-                           help="model + engine time for this query")
+                st.caption(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms · {mode} · "
+                           f"score = {response.score_kind}",
+                           help=f"model + engine time for this query. Score: {SCORE_HELP[response.score_kind]}")
                 if not response.results:
                     st.info("No matches. Try another mode, fewer filters or other words.")
                 for r in response.results:
-                    render_hit(service, collection, query, r)
+                    render_hit(service, collection, query, r, response.score_kind)
 
     with st.expander("Preview a file"):
         path = st.text_input("Path of an indexed file", key="preview_path")

@@ -24,7 +24,7 @@ from indexer.extract import ExtractionError, extract
 from indexer.pipeline import Indexer, IndexReport
 from indexer.rerank import Reranker
 from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
-from indexer.store import CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
+from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
 from .services import build_embedder, build_reranker, build_store, index_settings
@@ -32,8 +32,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: UI mode name -> engine mode ("keyword" is BM25, i.e. sparse).
-MODES = {"dense": "dense", "hybrid": "hybrid", "keyword": "sparse", "sparse": "sparse"}
 PREVIEW_CHARS = 20_000
 MAX_FOLDERS = 500
 _OPTION_FIELDS = ["metadata.file_type", "metadata.dirs", "metadata.root"]
@@ -281,20 +279,21 @@ class SearchService:
         with friendly_errors():
             return self.embedder.format_query(query, instruction=instruction or None, task=task)
 
-    def search(self, query: str, collection: str | None = None, *, k: int = 10, mode: str = "dense",
+    def search(self, query: str, collection: str | None = None, *, k: int = 10, mode: str | None = None,
                task: str | None = None, instruction: str | None = None,
                flt: SearchFilter | None = None, rerank: bool = False) -> SearchResponse:
-        """Top ``k`` chunks; ``mode`` is dense, hybrid or keyword (= sparse); ``rerank`` re-scores the
-        top candidates with the reranking model (loaded on first use)."""
+        """Top ``k`` chunks; ``mode`` is dense, sparse or hybrid (default: the settings' mode);
+        ``rerank`` re-scores the top candidates with the reranking model (loaded on first use)."""
         if not query.strip():
             raise BadRequest("Type a query first.")
+        mode = mode or self.settings.mode
         if mode not in MODES:
-            raise BadRequest(f"Unknown mode {mode!r}; choose dense, hybrid or keyword.")
+            raise BadRequest(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
         with friendly_errors():
             searcher = self.searcher(collection)
             if rerank:
                 searcher.reranker = self.reranker()
-            return searcher.search(query, k=int(k), mode=MODES[mode], task=task,
+            return searcher.search(query, k=int(k), mode=mode, task=task,
                                    instruction=instruction or None, flt=flt, rerank=rerank)
 
     def reranker(self) -> Reranker:

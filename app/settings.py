@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedder import EmbedderConfig
+from indexer.modes import DEFAULT_MODE, SearchMode
 
 if TYPE_CHECKING:
     from indexer.store import CollectionOptions
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     compile: bool = Field(False, description="run the model through torch.compile")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     task: str = Field("web_search", description="named query instruction")
+    mode: SearchMode = Field(DEFAULT_MODE, description="search mode when none is given: dense, sparse or hybrid")
     rerank: bool = Field(False, description="re-score the top results with a second, larger model")
     rerank_model: str = Field("all-mpnet-base-v2", description="the reranking model (any model RAG_MODEL takes)")
     rerank_depth: int = Field(20, ge=2, description="candidates the reranker re-scores per query")

@@ -10,7 +10,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from .search import Searcher
-from .store import SearchFilter
+from .store import DEFAULT_MODE, SearchFilter
 
 
 class IndexRetriever(BaseRetriever):
@@ -26,7 +26,7 @@ class IndexRetriever(BaseRetriever):
 
     searcher: Searcher
     k: int = 4
-    mode: str = "dense"
+    mode: str = DEFAULT_MODE
     task: str | None = None
     instruction: str | None = None
     filter: SearchFilter | None = None
@@ -40,6 +40,7 @@ class IndexRetriever(BaseRetriever):
             flt=kwargs.get("filter", self.filter), rerank=kwargs.get("rerank", self.rerank),
         )
         return [
-            Document(id=r.id, page_content=r.text, metadata={**r.metadata, "score": r.score, "rank": r.rank})
+            Document(id=r.id, page_content=r.text,
+                     metadata={**r.metadata, "score": r.score, "score_kind": response.score_kind, "rank": r.rank})
             for r in response.results
         ]

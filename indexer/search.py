@@ -11,7 +11,7 @@ from embedder import Embedder
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
 from .rerank import Reranker
-from .store import MODES, Hit, SearchFilter, VectorStore
+from .store import DEFAULT_MODE, MODES, SCORE_KINDS, Hit, SearchFilter, VectorStore
 
 
 
@@ -51,9 +51,16 @@ class SearchResponse:
     seconds: float
     reranked: bool = False    # the top results were re-scored by the reranker (score = its cosine)
 
+    @property
+    def score_kind(self) -> str:
+        """What ``score`` means: ``cosine`` (dense), ``bm25`` (sparse), ``rrf`` (hybrid's fused rank
+        score), or ``rerank cosine`` (the reranking model's cosine, for the re-scored top results)."""
+        return "rerank cosine" if self.reranked else SCORE_KINDS[self.mode]
+
     def to_dict(self) -> dict:
         return {"query": self.query, "query_text": self.query_text, "mode": self.mode,
-                "reranked": self.reranked, "seconds": self.seconds, "results": [r.to_dict() for r in self.results]}
+                "score_kind": self.score_kind, "reranked": self.reranked, "seconds": self.seconds,
+                "results": [r.to_dict() for r in self.results]}
 
 
 def _result(rank: int, hit: Hit) -> SearchResult:
@@ -87,7 +94,7 @@ class Searcher:
     def query_text(self, query: str, task: str | None = None, instruction: str | None = None) -> str:
         return self.embedder.format_query(query, instruction=instruction, task=task)
 
-    def search(self, query: str, *, k: int = 10, mode: str = "dense", task: str | None = None,
+    def search(self, query: str, *, k: int = 10, mode: str = DEFAULT_MODE, task: str | None = None,
                instruction: str | None = None, flt: SearchFilter | None = None,
                rerank: bool = False) -> SearchResponse:
         """Rank the collection's chunks for ``query``; ``rerank`` re-scores the top candidates

@@ -25,7 +25,7 @@ from app.settings import Settings
 from indexer.collection import collection_meta
 from indexer.pipeline import Indexer
 from indexer.search import SearchResult
-from indexer.store import EdgeStore
+from indexer.store import DEFAULT_MODE, MODES, SCORE_KINDS, EdgeStore
 
 from .docs import make_corpus
 
@@ -107,15 +107,21 @@ def test_query_shows_ranked_hits_with_highlights_and_time(monkeypatch, index_dir
     assert re.search(r"\d+ results in \d+ ms", texts(at.caption))
     search(at, "knead the dough and let it rise")
     assert hit_sources(at)[0].endswith("bread.txt")
-    at.radio(key="mode").set_value("keyword").run()
-    assert hit_sources(at)[0].endswith("bread.txt") and "· keyword" in texts(at.caption)
+    radio = at.radio(key="mode")
+    assert list(radio.options) == list(MODES) and radio.value == DEFAULT_MODE    # one vocabulary, one default
+    assert f"· {DEFAULT_MODE} · score = {SCORE_KINDS[DEFAULT_MODE]}" in texts(at.caption)
+    radio.set_value("sparse").run()
+    assert hit_sources(at)[0].endswith("bread.txt") and "· sparse · score = bm25" in texts(at.caption)
+    top = next(h.value for h in at.html if 'class="hit"' in h.value)
+    assert re.search(r'class="hit-score" title="BM25 keyword score[^"]*">bm25 \d+\.\d{4}<', top)
     assert "Chunks" in [m.label for m in at.sidebar.metric] and "all-MiniLM-L6-v2" in texts(at.sidebar.markdown)
 
 
-def test_task_and_instruction_are_shown_not_applicable_for_the_default_model(monkeypatch, index_dir):
+def test_task_and_instruction_are_disabled_with_the_reason_for_the_default_model(monkeypatch, index_dir):
     at = search(page(monkeypatch, index_dir), "violin concerto")
-    at.selectbox(key="task").set_value("question_answering").run()
-    at.text_input(key="instruction").input("Find concert programmes").run()
+    task, instruction = at.selectbox(key="task"), at.text_input(key="instruction")
+    assert task.disabled and instruction.disabled               # not merely captioned: they cannot be used
+    assert "does not take instructions" in task.help and "does not take instructions" in instruction.help
     assert not at.error and not at.exception
     assert at.code[0].value == "violin concerto"  # the exact query text sent: unchanged
     assert "Not applicable" in texts(at.caption) and "not instruction-tuned" in texts(at.caption)
@@ -126,6 +132,7 @@ def test_instructed_model_query_text_follows_task_and_instruction(monkeypatch, t
                                                                   tmp_path):
     data_dir = shutil.copytree(tiny_index_dir, tmp_path / "store")
     at = search(page(monkeypatch, data_dir, RAG_MODEL=str(tiny_mistral_dir)), "bread")
+    assert not at.selectbox(key="task").disabled and not at.text_input(key="instruction").disabled
     assert at.code[0].value == ("Instruct: Given a web search query, retrieve relevant passages that answer "
                                 "the query\nQuery: bread")
     at.selectbox(key="task").set_value("question_answering").run()

@@ -162,7 +162,8 @@ def test_rag_eval_chunks_finds_what_lies_past_the_models_max_length(tmp_path, ca
                                              {"q": {"long": 1}}))
     results = {}
     for flag in ([], ["--chunks"]):
-        assert main(["eval", str(tmp_path / "set"), "--json", "--data-dir", str(tmp_path / "d"), *flag]) == 0
+        assert main(["eval", str(tmp_path / "set"), "--mode", "dense", "--json", "--data-dir", str(tmp_path / "d"),
+                     *flag]) == 0
         out = json.loads(capsys.readouterr().out)
         results[out["unit"]] = out["metrics"]["mrr@10"]
     assert results["documents"] < 1.0

@@ -162,7 +162,7 @@ def rag_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_cli_index_search_status(rag_env, corpus, capsys):
+def test_cli_index_search_status(rag_env, corpus, capsys, monkeypatch):
     assert main(["index", str(corpus), "--json"]) == 1  # some files failed
     report = json.loads(capsys.readouterr().out)
     assert report["indexed"] == 5 and len(report["failed"]) == 3
@@ -173,8 +173,16 @@ def test_cli_index_search_status(rag_env, corpus, capsys):
     assert main(["search", "violin concerto", "--json", "-k", "2", "--task", "question_answering"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["results"][0]["metadata"]["source"].endswith("music.pdf")
-    assert main(["search", "violin", "--mode", "hybrid", "--filter", "type=docx"]) == 0
-    assert "hiking.docx" in capsys.readouterr().out
+    assert (result["mode"], result["score_kind"]) == ("hybrid", "rrf")      # the default mode, its score named
+    assert main(["search", "violin", "--mode", "dense", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["score_kind"] == "cosine"
+    monkeypatch.setenv("RAG_MODE", "sparse")
+    assert main(["search", "alpine boots", "--filter", "type=docx"]) == 0
+    out = capsys.readouterr().out
+    assert "hiking.docx" in out and "(sparse; score = bm25)" in out
+    with pytest.raises(SystemExit):                                     # one name per mode: no aliases
+        main(["search", "violin", "--mode", "keyword"])
+    assert "invalid choice: 'keyword' (choose from 'dense', 'sparse', 'hybrid')" in capsys.readouterr().err
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["collections"][0]["points"] > 0

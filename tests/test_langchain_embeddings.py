@@ -13,8 +13,8 @@ class _Params:
     embedder = None
 
     @pytest.fixture(autouse=True, scope="class")
-    def _embedder(self, request, tiny_embedder):
-        request.cls.embedder = tiny_embedder
+    def _embedder(self, request, _tiny_embedder):
+        request.cls.embedder = _tiny_embedder
 
     @property
     def embeddings_class(self):

@@ -14,7 +14,10 @@ import logging
 from pathlib import Path
 
 from indexer.store.base import (
+    DEFAULT_MODE,
+    MODE_HELP,
     MODES,
+    SCORE_KINDS,
     CollectionMismatch,
     CollectionNotFound,
     Hit,
@@ -33,7 +36,10 @@ from indexer.store.sparse import bm25_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MODE",
+    "MODE_HELP",
     "MODES",
+    "SCORE_KINDS",
     "ChunkMetadata",
     "ChunkPayload",
     "CollectionMismatch",

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from indexer.store.payload import CONTENT_KEY, normalize_file_type, normalize_path
+from indexer.modes import DEFAULT_MODE, MODE_HELP, MODES, SCORE_KINDS, SearchMode  # noqa: F401
 from indexer.store.sparse import SparseVec, encode_document, encode_query
 
 log = logging.getLogger(__name__)
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
-SearchMode = Literal["dense", "sparse", "hybrid"]
-MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
 #: Hybrid fusion: Qdrant's weighted Reciprocal Rank Fusion over the dense and the sparse
 #: prefetch, score = sum_i 1 / ((rank0_i + 1) / w_i + k - 1) (``1 / (k + rank0)`` at w = 1);
 #: used by both backends. Chosen on the real-query sets in bench/README.md ("Search quality").
