@@ -10,7 +10,8 @@ The sets are built from the installed Debian documentation (:mod:`evaluation.doc
 - ``chunks ...``: each document cut into the chunks `rag index` stores (same chunker, sizes and
   tokenizer), every query searched over the chunks, documents ranked by their best chunk:
   dense exact (numpy) and dense / sparse / hybrid through the embedded Qdrant engine (HNSW, BM25,
-  fusion) as `rag search` runs them;
+  fusion) as `rag search` runs them; hybrid also with the engine's distribution-based score
+  fusion (DBSF) instead of RRF;
 - ``fusion grid``: weighted RRF (k, dense and sparse weights) computed offline on the engine's
   dense and sparse chunk rankings, to choose the hybrid default (then checked in the engine).
 
@@ -156,6 +157,8 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
                     by_mode[mode] = coll.rankings(qids, qtexts, qvecs, mode, CHUNK_DEPTH)
                     row(f"chunks {mode}", chunked.pool(by_mode[mode]))
                     row(f"chunks {mode}, pooled by rrf", chunked.pool(by_mode[mode], how="rrf"))
+                store.fusion = "dbsf"
+                row("chunks hybrid (dbsf)", chunked.pool(coll.rankings(qids, qtexts, qvecs, "hybrid", CHUNK_DEPTH)))
         finally:
             store.close()
     for k in (2, 10, 60):

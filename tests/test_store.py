@@ -199,14 +199,22 @@ def test_sparse_search_finds_rare_keyword(loaded) -> None:
     assert store.search(coll, text="the and of", mode="sparse", k=5) == []  # stopwords only
 
 
-def test_hybrid_fuses_dense_and_sparse(loaded) -> None:
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
+def test_hybrid_fuses_dense_and_sparse(loaded, fusion) -> None:
     store, coll, points = loaded
+    store.fusion = fusion
     dense_target = points[4]  # "revenue grew in the north"
     hits = store.search(coll, dense=dense_target.dense, text="quetzalcoatl", mode="hybrid", k=3)
     top2 = {h.id for h in hits[:2]}
     assert dense_target.id in top2
     assert "quetzalcoatl is a feathered serpent" in {h.payload["page_content"] for h in hits[:2]}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # RRF scores by ranks alone (k = 2): 1 / (2 + rank) summed over the dense and the sparse list;
+    # DBSF sums normalised scores, so its score is another number.
+    lists = [[h.id for h in store.search(coll, dense=dense_target.dense, mode="dense", k=len(points))],
+             [h.id for h in store.search(coll, text="quetzalcoatl", mode="sparse", k=len(points))]]
+    by_ranks = sum(1 / (2 + ids.index(hits[0].id)) for ids in lists if hits[0].id in ids)
+    assert (abs(hits[0].score - by_ranks) < 1e-6) == (fusion == "rrf")
     # text without searchable tokens degrades to dense
     only_dense = store.search(coll, dense=dense_target.dense, text="the", mode="hybrid", k=3)
     assert [h.id for h in only_dense] == [h.id for h in store.search(coll, dense=dense_target.dense, mode="dense", k=3)]

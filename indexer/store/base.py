@@ -34,6 +34,7 @@ SPARSE_VECTOR = "bm25"
 #: used by both backends. Chosen on the real-query sets in bench/README.md ("Search quality").
 RRF_K = 2
 RRF_WEIGHTS: tuple[float, float] = (1.0, 1.0)   # (dense, sparse)
+FUSIONS: tuple[str, ...] = ("rrf", "dbsf")
 #: Each hybrid prefetch fetches ``max(HYBRID_PREFETCH_MIN, limit * HYBRID_PREFETCH_FACTOR)``.
 HYBRID_PREFETCH_FACTOR = 4
 HYBRID_PREFETCH_MIN = 20
@@ -150,6 +151,10 @@ class VectorStore(ABC):
     """A set of named collections of chunk points with dense, sparse and hybrid search."""
 
     batch_size: int = 256
+    #: How hybrid search fuses its dense and sparse candidates: ``"rrf"`` (weighted Reciprocal Rank
+    #: Fusion, :data:`RRF_K` / :data:`RRF_WEIGHTS`) or ``"dbsf"`` (Qdrant's distribution-based score
+    #: fusion: each list's scores normalised by their mean +/- 3 standard deviations, then summed).
+    fusion: str = "rrf"
 
     def __init__(self) -> None:
         self._dims: dict[str, int] = {}

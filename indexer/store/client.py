@@ -322,7 +322,8 @@ class QdrantClientStore(VectorStore):
                     models.Prefetch(query=dense, using=DENSE_VECTOR, limit=pl, filter=f),
                     models.Prefetch(query=sparse_q, using=SPARSE_VECTOR, limit=pl, filter=f),
                 ],
-                "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS))),
+                "query": (models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)))
+                          if self.fusion == "rrf" else models.FusionQuery(fusion=models.Fusion.DBSF)),
             }
         elif mode == "dense":
             kwargs = {"query": dense, "using": DENSE_VECTOR}

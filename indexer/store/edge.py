@@ -275,7 +275,7 @@ class EdgeStore(VectorStore):
                     qe.Prefetch(limit=pl, query=dense_q, filter=f),
                     qe.Prefetch(limit=pl, query=sparse_q, filter=f),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)),
+                query=qe.Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)) if self.fusion == "rrf" else qe.Fusion.Dbsf(),
                 filter=f,
                 with_payload=True,
             )
