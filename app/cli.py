@@ -130,10 +130,11 @@ def parse_filter(items: list[str]):
 
 
 def cmd_index(args, settings: Settings) -> int:
-    from .services import build_indexer, build_store
+    from .services import build_indexer, build_store, check_model
 
     store = build_store(settings)
     try:
+        check_model(settings, store, recreate=args.recreate)
         indexer = build_indexer(settings, store)
         report = indexer.run(args.paths, include=args.include, exclude=args.exclude,
                              recreate=args.recreate, progress=not (args.no_progress or args.json))
@@ -153,14 +154,16 @@ def cmd_index(args, settings: Settings) -> int:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from indexer.search import Searcher
+    from indexer.search import Searcher, collection_meta_or_raise
 
-    from .services import build_embedder, build_reranker, build_store
+    from .services import build_embedder, build_reranker, build_store, check_model
 
     flt = parse_filter(args.filter) if args.filter else None
     rerank = settings.rerank if args.rerank is None else args.rerank
     store = build_store(settings)
     try:
+        collection_meta_or_raise(store, settings.collection)      # before any model loads
+        check_model(settings, store)
         searcher = Searcher(build_embedder(settings), store, settings.collection,
                             build_reranker(settings) if rerank else None)
         response = searcher.search(args.query, k=args.k, mode=args.mode or settings.mode, task=args.task or settings.task,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from embedder import Embedder
-from indexer.pipeline import Indexer, IndexSettings
+from embedder import Embedder, describe_model
+from indexer.collection import check_compatible
+from indexer.pipeline import Indexer, IndexSettings, chunk_sizes
 from indexer.rerank import Reranker
 from indexer.store import VectorStore, open_store
 
@@ -12,6 +13,18 @@ from .settings import Settings
 
 def build_embedder(settings: Settings) -> Embedder:
     return Embedder.from_config(settings.embedder_config())
+
+
+def check_model(settings: Settings, store: VectorStore, *, recreate: bool = False) -> None:
+    """Refuse a model that cannot match the collection before its weights are loaded (seconds to
+    minutes): the fingerprint and chunk sizes come from the model's config and tokenizer alone.
+    Nothing to check when the collection does not exist yet (or ``recreate`` will drop it)."""
+    meta = None if recreate else store.collection_meta(settings.collection)
+    if meta is None:
+        return
+    info = describe_model(settings.embedder_config())
+    check_compatible(settings.collection, meta, info.fingerprint,
+                     chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap))
 
 
 def build_reranker(settings: Settings) -> Reranker:

@@ -189,19 +189,28 @@ class Indexer:
         self.chunker = Chunker(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes)
 
     # -- collection ------------------------------------------------------------------------------
-    def open_collection(self, recreate: bool = False) -> None:
-        """Create the collection, or check that the existing one matches this embedder."""
-        fp = self.fingerprint
+    def open_collection(self, recreate: bool = False) -> bool:
+        """Check that the existing collection matches this embedder (``recreate`` drops it first).
+
+        Returns whether the collection exists. A missing one is made by :meth:`create_collection`
+        when the first points are written, so a run that writes nothing leaves no empty
+        collection behind (a search then says "index a folder first", not "0 results").
+        """
         meta = self.store.collection_meta(self.collection)
         if meta is not None and recreate:
             logger.info("dropping collection %s (--recreate)", self.collection)
             self.store.drop_collection(self.collection)
             meta = None
-        if meta is None:
-            self.store.create_collection(self.collection, fp.dim,
-                                         collection_meta(fp, self.chunk_tokens, self.chunk_overlap))
+        if meta is not None:
+            check_compatible(self.collection, meta, self.fingerprint, (self.chunk_tokens, self.chunk_overlap))
+        return meta is not None
+
+    def create_collection(self) -> None:
+        """Create the collection for this embedder, unless another run made it meanwhile (then check it)."""
+        if self.open_collection():
             return
-        check_compatible(self.collection, meta, fp, (self.chunk_tokens, self.chunk_overlap))
+        fp = self.fingerprint
+        self.store.create_collection(self.collection, fp.dim, collection_meta(fp, self.chunk_tokens, self.chunk_overlap))
 
     def stored_state(self) -> StoredFiles:
         """What the collection holds, per source file and content hash."""
@@ -225,8 +234,8 @@ class Indexer:
         start = time.perf_counter()
         report = IndexReport(self.collection)
         roots = [Path(r).expanduser().resolve() for r in roots]
-        self.open_collection(recreate)
-        stored = self.stored_state()
+        exists = self.open_collection(recreate)
+        stored = self.stored_state() if exists else StoredFiles()
         walker = walk(roots, include=include, exclude=exclude, max_bytes=self.settings.max_bytes)
         entries = list(walker)
         for path, reason in walker.failures:
@@ -234,27 +243,36 @@ class Indexer:
         report.files_seen = len(entries) + len(walker.failures)
         seen = {str(e.path) for e in entries}
 
-        bar = tqdm(total=len(entries), desc="indexing", unit="file", disable=not progress)
+        bar = tqdm(total=len(entries), desc="indexing", unit="file", disable=not progress or not entries)
         # points per upsert: the embedding call size (a distributed run picks its own per worker device)
         write_batch = self.settings.embed_batch or EMBED_BATCH["cpu"]
-        with _Writer(self.store, self.collection, write_batch) as writer:
-            for done, parsed in enumerate(self._embedded(entries, stored), start=1):
-                bar.update(1)
-                if on_progress is not None:
-                    on_progress(done, len(entries))
-                if parsed.error:
-                    report.failed.append(FileFailure(str(parsed.entry.path), parsed.error))
-                    logger.warning("skipped %s: %s", parsed.entry.path, parsed.error)
-                    continue
-                if parsed.unchanged:
-                    report.unchanged += 1
-                    continue
-                report.indexed += 1
-                report.chunks += len(parsed.points)
-                bar.set_postfix(chunks=report.chunks, refresh=False)
-                writer.add(parsed.points, stored.stale_ids(str(parsed.entry.path), parsed.content_hash))
-        bar.close()
+        try:
+            with _Writer(self.store, self.collection, write_batch) as writer:
+                for done, parsed in enumerate(self._embedded(entries, stored), start=1):
+                    bar.update(1)
+                    if on_progress is not None:
+                        on_progress(done, len(entries))
+                    if parsed.error:
+                        report.failed.append(FileFailure(str(parsed.entry.path), parsed.error))
+                        logger.warning("skipped %s: %s", parsed.entry.path, parsed.error)
+                        continue
+                    if parsed.unchanged:
+                        report.unchanged += 1
+                        continue
+                    if not exists:
+                        self.create_collection()
+                        exists = True
+                    report.indexed += 1
+                    report.chunks += len(parsed.points)
+                    bar.set_postfix(chunks=report.chunks, refresh=False)
+                    writer.add(parsed.points, stored.stale_ids(str(parsed.entry.path), parsed.content_hash))
+        finally:
+            bar.close()     # ends the bar's line, also when interrupted, before anything else is printed
         report.failed.sort(key=lambda f: f.path)  # files finish parsing in any order
+        report.seconds = round(time.perf_counter() - start, 3)
+        if not exists:
+            logger.info("nothing to write: collection %s not created", self.collection)
+            return report
         report.removed = self._remove_missing(roots, seen, stored)
         if report.chunks:
             self.store.build_index(self.collection)

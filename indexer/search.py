@@ -69,6 +69,14 @@ def _result(rank: int, hit: Hit) -> SearchResult:
                         text=payload.get("page_content", ""), metadata=payload.get("metadata", {}))
 
 
+def collection_meta_or_raise(store: VectorStore, collection: str) -> dict:
+    """The metadata of ``collection``; :class:`NoIndex` (saying how to make it) when it does not exist."""
+    meta = store.collection_meta(collection)
+    if meta is None:
+        raise NoIndex(f"No collection {collection!r} in {store.describe()} yet. Index a folder first: rag index PATH")
+    return meta
+
+
 class Searcher:
     """Searches one collection with the embedder that built it."""
 
@@ -82,10 +90,7 @@ class Searcher:
 
     def check(self) -> dict:
         """The collection's metadata; raises :class:`NoIndex` or :class:`CollectionMismatch`."""
-        meta = self.store.collection_meta(self.collection)
-        if meta is None:
-            raise NoIndex(f"No collection {self.collection!r} in {self.store.describe()} yet. "
-                          "Index a folder first: rag index PATH")
+        meta = collection_meta_or_raise(self.store, self.collection)
         if not self._checked:
             check_compatible(self.collection, meta, self.embedder.fingerprint)
             self._checked = True

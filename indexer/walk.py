@@ -169,7 +169,8 @@ class _Walker:
 
     def _file_root(self, path: Path) -> FileEntry | None:
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            self._fail(path, f"unsupported file type {path.suffix or '(no suffix)'!r}")
+            self._fail(path, f"unsupported file type {path.suffix or '(no suffix)'!r}; the types that can be "
+                             f"indexed: {' '.join(sorted(SUPPORTED_SUFFIXES))}")
             return None
         if not self._wanted(path.name):
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,58 @@ def test_cli_errors_are_actionable(rag_env, corpus, capsys):
     assert "Cannot reach Qdrant" in capsys.readouterr().err
     assert main(["search", "x", "--filter", "colour=red"]) == 2
     assert "path, glob, type or after" in capsys.readouterr().err
+
+
+def test_unsupported_file_leaves_no_empty_collection_and_names_the_types(rag_env, tmp_path, capsys):
+    odd = tmp_path / "drawing.xyz"
+    odd.write_text("not a document")
+    assert main(["index", str(odd)]) == 1
+    out = capsys.readouterr().out
+    assert "unsupported file type '.xyz'" in out and ".md" in out and ".pdf" in out   # what can be indexed
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["collections"] == []                   # nothing created
+    assert main(["search", "anything"]) == 2                                          # not "0 results"
+    assert "Index a folder first" in capsys.readouterr().err
+
+
+def test_mismatched_model_is_refused_before_its_weights_load(rag_env, corpus, tiny_mistral_dir, capsys,
+                                                             monkeypatch):
+    assert main(["index", str(corpus / "qdrant.md")]) == 0                   # built with the default model
+    capsys.readouterr()
+    from embedder import Embedder
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the model's weights were loaded before the mismatch was found")
+
+    monkeypatch.setattr(Embedder, "from_config", no_weights)
+    for command in (["search", "vectors"], ["index", str(corpus / "qdrant.md")]):
+        assert main([*command, "--model", str(tiny_mistral_dir)]) == 2
+        err = capsys.readouterr().err
+        assert "different embedder" in err and "dim: collection has 384, current embedder has 64" in err
+        assert "--recreate" in err
+
+
+def test_interrupt_message_starts_on_its_own_line(rag_env, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note{i:02}.md").write_text(f"# Note {i}\n\n" + f"Topic {i} is about item {i}. " * 30)
+    env = {**os.environ, "RAG_DATA_DIR": str(rag_env / "data"), "RAG_CHUNK_TOKENS": "64",
+           "RAG_CHUNK_OVERLAP": "8", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(folder)], env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
+    err, deadline = b"", time.time() + 120
+    while time.time() < deadline and not re.search(rb"\| *([5-9]|[1-4]\d)/60", err):  # the bar is drawing
+        chunk = proc.stderr.read1(4096)
+        if not chunk:
+            break
+        err += chunk
+    proc.send_signal(signal.SIGINT)
+    err += proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    text = err.decode()
+    assert "indexing:" in text and "interrupted: run the same command again to resume" in text
+    assert "\ninterrupted:" in text              # the bar's line was finished first
 
 
 # -- crash safety -------------------------------------------------------------------------------
