@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from indexer.modes import MODES
+from indexer.modes import FUSIONS, MODES
 
 from .finetune_cli import add_finetune_parser, cmd_eval, cmd_finetune
 from .migrate import add_migrate_parser, cmd_migrate
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 _SETTING_FLAGS = {
     "model": "model", "quantization": "quantization", "dtype": "dtype", "device": "device",
     "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
-    "packing": "packing",
+    "packing": "packing", "fusion": "fusion",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
     "workers": "workers", "ray_address": "ray_address",
 }
@@ -37,6 +37,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, dest="max_length")
     g.add_argument("--batch-tokens", type=int, dest="batch_tokens")
     g.add_argument("--packing", choices=["auto", "on", "off"], help="unpadded batches (default: auto)")
+    g.add_argument("--fusion", choices=FUSIONS, help="how hybrid search fuses dense and sparse results (default: dbsf)")
     g.add_argument("--collection", help="collection name (default: documents)")
     g.add_argument("--data-dir", dest="data_dir", help="embedded store folder")
     g.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL (default: embedded store)")

@@ -35,6 +35,8 @@ ALL_FOLDERS = "(all folders)"
 SCORE_HELP = {
     "cosine": "cosine similarity of the query's and the chunk's embeddings (-1 to 1; higher is closer)",
     "bm25": "BM25 keyword score: grows with rare query words in the chunk; not bounded, not comparable across queries",
+    "dbsf": "distribution-based score fusion of the dense and the keyword ranking: each ranking's scores "
+            "scaled to about 0-1 (mean +/- 3 standard deviations), then added; not a similarity",
     "rrf": "reciprocal rank fusion of the dense and the keyword ranking: the sum of 1/(k + rank) over both; "
            "it says how high both rankings put the chunk, not how similar it is",
     "rerank cosine": "cosine similarity under the reranking model (the order also weighs the first ranking)",

@@ -32,8 +32,10 @@ def build_reranker(settings: Settings) -> Reranker:
 
 
 def build_store(settings: Settings) -> VectorStore:
-    return open_store(settings.qdrant_url, settings.api_key(), settings.data_dir,
-                      options=settings.collection_options())
+    store = open_store(settings.qdrant_url, settings.api_key(), settings.data_dir,
+                       options=settings.collection_options())
+    store.fusion = settings.fusion
+    return store
 
 
 def index_settings(settings: Settings) -> IndexSettings:

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedder import EmbedderConfig
-from indexer.modes import DEFAULT_MODE, SearchMode
+from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, SearchMode
 
 if TYPE_CHECKING:
     from indexer.store import CollectionOptions
@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     task: str = Field("web_search", description="named query instruction")
     mode: SearchMode = Field(DEFAULT_MODE, description="search mode when none is given: dense, sparse or hybrid")
+    fusion: Literal["dbsf", "rrf"] = Field(DEFAULT_FUSION, description="how hybrid search fuses dense and sparse results")
     rerank: bool = Field(False, description="re-score the top results with a second, larger model")
     rerank_model: str = Field("all-mpnet-base-v2", description="the reranking model (any model RAG_MODEL takes)")
     rerank_depth: int = Field(20, ge=2, description="candidates the reranker re-scores per query")

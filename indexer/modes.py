@@ -13,11 +13,19 @@ MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
 #: The search mode used when none is asked for (`rag search`, the page, the retriever, RAG_MODE):
 #: the best on the real-query sets in bench/README.md ("Search quality").
 DEFAULT_MODE: SearchMode = "hybrid"
-#: What a result's score is, per mode: one name everywhere (CLI, JSON, page, API).
-SCORE_KINDS: dict[str, str] = {"dense": "cosine", "sparse": "bm25", "hybrid": "rrf"}
+#: How hybrid search fuses the dense and the sparse ranking (RAG_FUSION): distribution-based score
+#: fusion (the default: best on the real-query sets) or reciprocal rank fusion.
+FUSIONS: tuple[str, ...] = ("dbsf", "rrf")
+DEFAULT_FUSION = "dbsf"
 #: One line per mode, for help texts.
 MODE_HELP: dict[str, str] = {
     "dense": "meaning: embeddings, cosine similarity",
     "sparse": "keywords: BM25 over the chunks' words",
-    "hybrid": "both, fused by reciprocal rank (the score is the fused rank score, not a similarity)",
+    "hybrid": "both, fused (the score is the fusion's, not a similarity)",
 }
+
+
+def score_kind(mode: str, fusion: str = DEFAULT_FUSION) -> str:
+    """What a result's ``score`` is in ``mode``: ``cosine``, ``bm25``, or the hybrid fusion's name
+    (``dbsf``, ``rrf``). One name everywhere: CLI, JSON, page, API."""
+    return fusion if mode == "hybrid" else {"dense": "cosine", "sparse": "bm25"}[mode]

@@ -11,7 +11,7 @@ from embedder import Embedder
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
 from .rerank import Reranker
-from .store import DEFAULT_MODE, MODES, SCORE_KINDS, Hit, SearchFilter, VectorStore
+from .store import DEFAULT_MODE, MODES, Hit, SearchFilter, VectorStore, score_kind
 
 
 
@@ -50,12 +50,9 @@ class SearchResponse:
     results: list[SearchResult]
     seconds: float
     reranked: bool = False    # the top results were re-scored by the reranker (score = its cosine)
-
-    @property
-    def score_kind(self) -> str:
-        """What ``score`` means: ``cosine`` (dense), ``bm25`` (sparse), ``rrf`` (hybrid's fused rank
-        score), or ``rerank cosine`` (the reranking model's cosine, for the re-scored top results)."""
-        return "rerank cosine" if self.reranked else SCORE_KINDS[self.mode]
+    #: what ``score`` means: ``cosine`` (dense), ``bm25`` (sparse), the fusion (hybrid: ``dbsf`` or
+    #: ``rrf``), or ``rerank cosine`` (the reranking model's cosine, for the re-scored top results)
+    score_kind: str = ""
 
     def to_dict(self) -> dict:
         return {"query": self.query, "query_text": self.query_text, "mode": self.mode,
@@ -122,7 +119,8 @@ class Searcher:
         results = [_result(i + 1, h) for i, h in enumerate(hits)]
         if rerank:
             results = self.reranker.rerank(query, results, task=task, instruction=instruction)[:k]
-        return SearchResponse(query, text, mode, results, round(time.perf_counter() - start, 4), rerank)
+        kind = "rerank cosine" if rerank else score_kind(mode, self.store.fusion)
+        return SearchResponse(query, text, mode, results, round(time.perf_counter() - start, 4), rerank, kind)
 
     def neighbours(self, result: SearchResult, before: int = 1, after: int = 1) -> list[SearchResult]:
         """The chunks around ``result`` in its file (ids are deterministic, so no scan is needed)."""

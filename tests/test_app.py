@@ -25,7 +25,7 @@ from app.settings import Settings
 from indexer.collection import collection_meta
 from indexer.pipeline import Indexer
 from indexer.search import SearchResult
-from indexer.store import DEFAULT_MODE, MODES, SCORE_KINDS, EdgeStore
+from indexer.store import DEFAULT_MODE, MODES, EdgeStore, score_kind
 
 from .docs import make_corpus
 
@@ -109,7 +109,7 @@ def test_query_shows_ranked_hits_with_highlights_and_time(monkeypatch, index_dir
     assert hit_sources(at)[0].endswith("bread.txt")
     radio = at.radio(key="mode")
     assert list(radio.options) == list(MODES) and radio.value == DEFAULT_MODE    # one vocabulary, one default
-    assert f"· {DEFAULT_MODE} · score = {SCORE_KINDS[DEFAULT_MODE]}" in texts(at.caption)
+    assert f"· {DEFAULT_MODE} · score = {score_kind(DEFAULT_MODE)}" in texts(at.caption)
     radio.set_value("sparse").run()
     assert hit_sources(at)[0].endswith("bread.txt") and "· sparse · score = bm25" in texts(at.caption)
     top = next(h.value for h in at.html if 'class="hit"' in h.value)

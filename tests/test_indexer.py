@@ -174,7 +174,9 @@ def test_cli_index_search_status(rag_env, corpus, capsys, monkeypatch):
     assert main(["search", "violin concerto", "--json", "-k", "2", "--task", "question_answering"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["results"][0]["metadata"]["source"].endswith("music.pdf")
-    assert (result["mode"], result["score_kind"]) == ("hybrid", "rrf")      # the default mode, its score named
+    assert (result["mode"], result["score_kind"]) == ("hybrid", "dbsf")     # the default mode, its score named
+    assert main(["search", "violin", "--json", "--fusion", "rrf"]) == 0
+    assert json.loads(capsys.readouterr().out)["score_kind"] == "rrf"
     assert main(["search", "violin", "--mode", "dense", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["score_kind"] == "cosine"
     monkeypatch.setenv("RAG_MODE", "sparse")

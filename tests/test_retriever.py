@@ -49,7 +49,7 @@ def test_documents_carry_metadata_score_and_filters(searcher):
     top = docs[0]
     assert top.metadata["source"].endswith("music.pdf") and "violin" in top.page_content
     assert top.metadata["score"] >= docs[1].metadata["score"] and top.metadata["rank"] == 1
-    assert retriever.mode == "hybrid" and top.metadata["score_kind"] == "rrf"     # the default mode, named
+    assert retriever.mode == "hybrid" and top.metadata["score_kind"] == "dbsf"     # the default mode, named
     dense = IndexRetriever(searcher=searcher, k=1, mode="dense").invoke("violin")
     assert dense[0].metadata["score_kind"] == "cosine"
     only_md = IndexRetriever(searcher=searcher, k=3, filter=SearchFilter(file_types=("md",)))

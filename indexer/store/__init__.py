@@ -14,10 +14,11 @@ import logging
 from pathlib import Path
 
 from indexer.store.base import (
+    DEFAULT_FUSION,
     DEFAULT_MODE,
+    FUSIONS,
     MODE_HELP,
     MODES,
-    SCORE_KINDS,
     CollectionMismatch,
     CollectionNotFound,
     Hit,
@@ -27,6 +28,7 @@ from indexer.store.base import (
     StoreError,
     StoreLocked,
     VectorStore,
+    score_kind,
 )
 from indexer.store.client import CollectionOptions, QdrantClientStore, collection_config
 from indexer.store.edge import EdgeStore
@@ -36,10 +38,11 @@ from indexer.store.sparse import bm25_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_FUSION",
     "DEFAULT_MODE",
+    "FUSIONS",
     "MODE_HELP",
     "MODES",
-    "SCORE_KINDS",
     "ChunkMetadata",
     "ChunkPayload",
     "CollectionMismatch",
@@ -54,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "VectorStore",
+    "score_kind",
     "bm25_fingerprint",
     "chunk_id",
     "collection_config",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from indexer.store.payload import CONTENT_KEY, normalize_file_type, normalize_path
-from indexer.modes import DEFAULT_MODE, MODE_HELP, MODES, SCORE_KINDS, SearchMode  # noqa: F401
+from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, FUSIONS, MODE_HELP, MODES, SearchMode, score_kind  # noqa: F401
 from indexer.store.sparse import SparseVec, encode_document, encode_query
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ SPARSE_VECTOR = "bm25"
 #: used by both backends. Chosen on the real-query sets in bench/README.md ("Search quality").
 RRF_K = 2
 RRF_WEIGHTS: tuple[float, float] = (1.0, 1.0)   # (dense, sparse)
-FUSIONS: tuple[str, ...] = ("rrf", "dbsf")
 #: Each hybrid prefetch fetches ``max(HYBRID_PREFETCH_MIN, limit * HYBRID_PREFETCH_FACTOR)``.
 HYBRID_PREFETCH_FACTOR = 4
 HYBRID_PREFETCH_MIN = 20
@@ -151,10 +150,11 @@ class VectorStore(ABC):
     """A set of named collections of chunk points with dense, sparse and hybrid search."""
 
     batch_size: int = 256
-    #: How hybrid search fuses its dense and sparse candidates: ``"rrf"`` (weighted Reciprocal Rank
-    #: Fusion, :data:`RRF_K` / :data:`RRF_WEIGHTS`) or ``"dbsf"`` (Qdrant's distribution-based score
-    #: fusion: each list's scores normalised by their mean +/- 3 standard deviations, then summed).
-    fusion: str = "rrf"
+    #: How hybrid search fuses its dense and sparse candidates: ``"dbsf"`` (Qdrant's distribution-based
+    #: score fusion: each list's scores normalised by their mean +/- 3 standard deviations, then summed;
+    #: the default, best on the real-query sets in bench/README.md) or ``"rrf"`` (weighted Reciprocal
+    #: Rank Fusion, :data:`RRF_K` / :data:`RRF_WEIGHTS`).
+    fusion: str = DEFAULT_FUSION
 
     def __init__(self) -> None:
         self._dims: dict[str, int] = {}
