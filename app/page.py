@@ -22,7 +22,7 @@ from app.service import (  # noqa: E402
     SearchService,
     ServiceError,
     highlight,
-    stitch_context,
+    context_around,
 )
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -48,7 +48,7 @@ CSS = """<style>
 .hit-source {color:#6b7280; font-size:.8rem; word-break:break-all; margin:.1rem 0 .4rem}
 .hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem; max-height:16rem; overflow-y:auto}
 .hit-context {max-height:28rem; overflow-y:auto; border-left:3px solid #e5e7eb; padding-left:.75rem}
-.hit-context .hit-text {max-height:none}
+.hit-gap {color:#6b7280; font-size:.8rem; text-align:center; margin:.3rem 0}
 .hit-ctx {white-space:pre-wrap; line-height:1.5; font-size:.92rem; color:#9ca3af}
 .hit-text mark, .hit-ctx mark {background:#fde68a; color:inherit; padding:0 .1rem; border-radius:.2rem}
 </style>"""
@@ -152,10 +152,13 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
         preview = right.toggle("Preview file", key=f"pv_{r.id}")
         try:
             if more:
-                before, text, after = stitch_context(r, service.context(r, collection))
-                st.html(f'<div class="hit-context"><div class="hit-ctx">{highlight(before, query)}</div>'
-                        f'<div class="hit-text">{highlight(text, query)}</div>'
-                        f'<div class="hit-ctx">{highlight(after, query)}</div></div>')
+                before, after = context_around(r, service.context(r, collection))
+                if not (before or after):
+                    st.caption("No more context: this chunk is the whole file.")
+                else:
+                    st.html(f'<div class="hit-context"><div class="hit-ctx">{highlight(before, query) or "(start of file)"}'
+                            f'</div><div class="hit-gap">⋯ the result above ⋯</div>'
+                            f'<div class="hit-ctx">{highlight(after, query) or "(end of file)"}</div></div>')
             if preview:
                 show_preview(service, r.source, collection)
         except ServiceError as exc:

@@ -372,8 +372,9 @@ class SearchService:
         self.store.close()
 
 
-def stitch_context(hit: SearchResult, chunks: list[SearchResult]) -> tuple[str, str, str]:
-    """``(before, hit text, after)`` from ``hit`` and its neighbours, overlaps removed.
+def context_around(hit: SearchResult, chunks: list[SearchResult]) -> tuple[str, str]:
+    """``(before, after)``: the text of ``hit``'s neighbours, without the hit itself (it is already on
+    the card) and without the tokens a neighbour shares with the hit (chunks overlap).
 
     Chunks are exact slices of the file's extracted text (``start``/``end`` offsets), so the part
     of a neighbour that overlaps the hit is cut off instead of shown twice.
@@ -387,4 +388,4 @@ def stitch_context(hit: SearchResult, chunks: list[SearchResult]) -> tuple[str, 
             before.append(c.text[: max(0, start - cs)] if cs < start else c.text)
         elif i > index:
             after.append(c.text[max(0, end - cs):] if cs < end else c.text)
-    return "\n".join(before).rstrip(), hit.text, "\n".join(after).lstrip()
+    return "\n".join(before).rstrip(), "\n".join(after).lstrip()

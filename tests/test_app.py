@@ -18,7 +18,7 @@ from app.service import (
     SearchService,
     StoreUnavailable,
     highlight,
-    stitch_context,
+    context_around,
 )
 from app.services import build_embedder, index_settings
 from app.settings import Settings
@@ -169,7 +169,7 @@ def test_context_and_preview_of_a_hit_and_refusal_outside_the_roots(monkeypatch,
     rid = next(t.key for t in at.toggle if t.key.startswith("ctx_"))[4:]
     at.toggle(key=f"ctx_{rid}").set_value(True)
     at.toggle(key=f"pv_{rid}").set_value(True).run()
-    assert any('class="hit-context"' in h.value and "<mark>flour</mark>" in h.value for h in at.html)
+    assert "No more context: this chunk is the whole file." in texts(at.caption)    # bread.txt is one chunk
     assert "Knead the dough" in texts(at.code)
     at.text_input(key="preview_path").input("/etc/passwd").run()
     assert "outside the indexed folders" in texts(at.error)
@@ -275,13 +275,14 @@ def test_highlight_escapes_before_marking():
     assert highlight("<script>x</script>", "the of") == "&lt;script&gt;x&lt;/script&gt;"
 
 
-def test_stitch_context_drops_overlaps():
+def test_context_shows_the_neighbours_only_without_overlaps():
     text = "one two three four five six"
 
     def chunk(i, start, end):
         return SearchResult(0, 0.0, str(i), text[start:end], {"chunk_index": i, "start": start, "end": end})
 
     hit = chunk(1, 8, 18)  # "three four"
-    before, middle, after = stitch_context(hit, [chunk(0, 0, 13), hit, chunk(2, 14, 27)])
-    assert (before, middle, after) == ("one two", "three four", "five six")
+    before, after = context_around(hit, [chunk(0, 0, 13), hit, chunk(2, 14, 27)])
+    assert (before, after) == ("one two", "five six")            # not "three" twice, not the hit again
+    assert context_around(hit, [hit]) == ("", "")
     assert SearchService.make_filter("", " ", [], None) is None
