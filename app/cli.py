@@ -157,6 +157,7 @@ def cmd_index(args, settings: Settings) -> int:
 def cmd_search(args, settings: Settings) -> int:
     from indexer.search import Searcher, collection_meta_or_raise
 
+    from .service import snippet
     from .services import build_embedder, build_reranker, build_store, check_model
 
     flt = parse_filter(args.filter) if args.filter else None
@@ -179,10 +180,10 @@ def cmd_search(args, settings: Settings) -> int:
           f"score = {response.score_kind})")
     for r in response.results:
         meta = r.metadata
-        snippet = " ".join(r.text.split())[:200]
+        lines = "".join(f"\n     {line}" for line in snippet(r.text))
         print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {meta.get('source')} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
-              f"chars {meta.get('start')}-{meta.get('end')}]\n     {snippet}")
+              f"chars {meta.get('start')}-{meta.get('end')}]{lines}")
     return EXIT_OK
 
 

@@ -131,6 +131,38 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
 
 
+_SENTENCE_END = re.compile(r"[.!?;:](?=\s|$)")
+
+
+def snippet(text: str, limit: int = 240, max_lines: int = 6) -> list[str]:
+    """The start of ``text`` as whole lines (code stays line by line, indented as it was), about
+    ``limit`` characters and at most ``max_lines`` lines.
+
+    A line that does not fit is cut at its last sentence end, else at a word, and marked ``…``;
+    never in the middle of a word.
+    """
+    lines = [re.sub(r"(?<=\S)\s+", " ", line.rstrip()) for line in text.splitlines()]
+    out: list[str] = []
+    room = limit
+    for line in filter(None, lines):
+        if len(out) == max_lines:
+            out[-1] += " …"
+            break
+        if len(line) <= room:
+            out.append(line)
+            room -= len(line)
+            continue
+        if not out or room >= limit // 3:
+            head = line[:room]
+            ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+            cut = ends[-1] if ends and ends[-1] >= room // 2 else head.rfind(" ")
+            out.append((line[:cut] if cut > 0 else head).rstrip() + " …")
+        elif out:
+            out[-1] += " …"
+        break
+    return out
+
+
 def highlight(text: str, query: str) -> str:
     """``text`` as safe HTML with words starting with a query term wrapped in ``<mark>``.
 

@@ -19,6 +19,7 @@ from app.service import (
     StoreUnavailable,
     highlight,
     context_around,
+    snippet,
 )
 from app.services import build_embedder, index_settings
 from app.settings import Settings
@@ -273,6 +274,19 @@ def test_highlight_escapes_before_marking():
     out = highlight("<b>Qdrant</b> & vectors; a < b costs $5", "qdrant VECTOR lt")
     assert out == ("&lt;b&gt;<mark>Qdrant</mark>&lt;/b&gt; &amp; <mark>vectors</mark>; a &lt; b costs &#36;5")
     assert highlight("<script>x</script>", "the of") == "&lt;script&gt;x&lt;/script&gt;"
+
+
+def test_snippets_end_at_line_sentence_or_word_boundaries():
+    code = ">>> matrix = [\n...     [1, 2, 3, 4],\n... ]\n" * 4
+    lines = snippet(code)
+    assert lines[:3] == [">>> matrix = [", "... [1, 2, 3, 4],", "... ]"]     # whole lines, one per line
+    assert len(lines) == 6 and lines[-1].endswith(" …")
+    prose = "Lists are mutable. " * 10 + "Tuples are not."
+    cut = snippet(prose, limit=100)
+    assert len(cut) == 1 and cut[0].endswith("mutable. …") and len(cut[0]) <= 102   # at a sentence end
+    words = snippet("supercalifragilistic " * 30, limit=50)[0]
+    assert words.endswith("supercalifragilistic …")                              # never mid-word
+    assert snippet("Short.") == ["Short."]
 
 
 def test_context_shows_the_neighbours_only_without_overlaps():

@@ -395,3 +395,69 @@ def test_extraction_error_is_readable_and_picklable(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.path, clone.reason) == (error.path, error.reason)
     assert isinstance(error, Exception)
+
+
+RST_PAGE = """\
+.. _tut-structures:
+
+***************
+Data Structures
+***************
+
+More on Lists
+=============
+
+.. method:: list.append(x)
+   :noindex:
+
+   Add an item to the end of the list.  Equivalent to ``a[len(a):] = [x]``, see :func:`len` [#]_.
+
+.. index:: single: lists
+
+.. note::
+
+   Read :ref:`the tutorial <tut-intro>` and *this* first.
+
+An example::
+
+    >>> matrix = [
+    ...     [1, 2, 3],
+    ... ]
+    >>> print(*matrix)   # ``kept`` as typed: :func:`not a role here`
+
+.. code-block:: python
+   :linenos:
+
+   def f(*args, **kwargs):
+       return `x`
+
+After the code.
+"""
+
+
+def test_rst_is_indexed_as_the_text_a_reader_sees_with_code_kept(tmp_path: Path) -> None:
+    path = tmp_path / "structures.rst"
+    path.write_text(RST_PAGE)
+    got = extract(path)
+    assert got.title == "Data Structures"
+    for markup in (".. _tut-structures:", "*****", "=====", ".. method::", ":noindex:", ".. index::",
+                   ":func:`len`", "``a[len(a):] = [x]``", "[#]_", ":ref:", "::\n", ":linenos:", ".. code-block"):
+        assert markup not in got.text, markup
+    assert "list.append(x)\n" in got.text and "Equivalent to a[len(a):] = [x], see len." in got.text
+    assert "Note:" in got.text and "Read the tutorial and this first." in got.text
+    assert "An example:\n" in got.text
+    # literal blocks are kept verbatim, role-like text included
+    assert "    >>> matrix = [\n    ...     [1, 2, 3],\n    ... ]\n" in got.text
+    assert "# ``kept`` as typed: :func:`not a role here`" in got.text
+    assert "   def f(*args, **kwargs):\n       return `x`" in got.text
+    assert got.text.rstrip().endswith("After the code.")
+
+
+def test_html_drops_sphinx_permalinks_and_sidebars(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text('<html><body><div class="related" role="navigation"><a href="#">next</a></div>'
+                    '<h1>Lists<a class="headerlink" href="#lists" title="Permalink">¶</a></h1>'
+                    '<p>Lists are mutable.</p><div class="sphinxsidebar"><h3>Quick search</h3></div>'
+                    '</body></html>')
+    text = extract(path).text
+    assert text == "Lists\n\nLists are mutable."

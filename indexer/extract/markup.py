@@ -33,7 +33,7 @@ def _extract_html(path: Path, data: bytes) -> tuple[str, str]:
 def html_to_text(markup: str | bytes) -> tuple[str, str]:
     """Convert HTML to ``(text, title)``.
 
-    Scripts, styles, navigation and forms are dropped; block elements become paragraphs
+    Scripts, styles, navigation, forms and heading permalinks (Sphinx's "¶") are dropped; block elements become paragraphs
     separated by blank lines; ``<br>`` becomes a line break; ``<pre>`` keeps its layout.
     The title is ``<title>``, else the first ``<h1>``, else ``""``.
     """
@@ -47,6 +47,17 @@ def html_to_text(markup: str | bytes) -> tuple[str, str]:
         h1 = soup.find("h1")
         title = h1.get_text(" ", strip=True) if h1 is not None else ""
     return "\n\n".join(_html_blocks(soup)), title
+
+
+#: Page furniture that is not the document: Sphinx's heading permalinks (the "¶" after every
+#: heading), its sidebars and relation bars, and anything marked as navigation or search.
+_CHROME_CLASSES = frozenset({"headerlink", "sphinxsidebar", "related", "breadcrumbs", "toc-backref"})
+_CHROME_ROLES = frozenset({"navigation", "search", "banner", "contentinfo"})
+
+
+def _is_chrome(tag) -> bool:
+    classes = tag.get("class") or ()
+    return bool(_CHROME_CLASSES.intersection(classes)) or tag.get("role") in _CHROME_ROLES
 
 
 def _html_parser() -> str:
@@ -84,7 +95,7 @@ def _html_blocks(root) -> list[str]:
             continue
         if isinstance(node, Tag):
             name = (node.name or "").lower()
-            if name in _HTML_DROP:
+            if name in _HTML_DROP or _is_chrome(node):
                 continue
             if name == "br":
                 buf.append("\n")
