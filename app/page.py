@@ -24,6 +24,7 @@ from app.service import (  # noqa: E402
     highlight,
     context_around,
 )
+from app.render import preview_html  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
@@ -160,16 +161,26 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
                             f'</div><div class="hit-gap">⋯ the result above ⋯</div>'
                             f'<div class="hit-ctx">{highlight(after, query) or "(end of file)"}</div></div>')
             if preview:
-                show_preview(service, r.source, collection)
+                show_preview(service, r.source, collection, r)
         except ServiceError as exc:
             show_error(exc)
 
 
-def show_preview(service: SearchService, path: str, collection: str) -> None:
-    """The file's text (through the service, which refuses paths outside the indexed folders)."""
+PREVIEW_FRAME = """<style>
+body {{font-family: system-ui, sans-serif; font-size: 14px; line-height: 1.5; margin: .5rem; color: #1f2937}}
+pre {{background: #f3f4f6; padding: .5rem; overflow-x: auto}} mark {{background: #fde68a}}
+</style><div class="doc">{body}</div>
+<script>const hit = document.getElementById("hit"); if (hit) hit.scrollIntoView({{block: "center"}});</script>"""
+
+
+def show_preview(service: SearchService, path: str, collection: str, hit=None) -> None:
+    """The file rendered as a document (through the service, which refuses paths outside the indexed
+    folders); from a result card, scrolled to the result's text, which is highlighted."""
     p = service.preview(path, collection)
     st.caption(f"{p.path} · {p.file_type}" + (" · first 20,000 characters" if p.truncated else ""))
-    st.code(p.text, language=None, wrap_lines=True, height=320)
+    meta = hit.metadata if hit is not None else {}
+    body = preview_html(p.text, p.file_type, meta.get("start"), meta.get("end"))
+    st.iframe(PREVIEW_FRAME.format(body=body), height=360)
 
 
 def run_search(service: SearchService, collection: str, query: str, mode: str, k: int, opts: dict):

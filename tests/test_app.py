@@ -94,6 +94,11 @@ def hit_sources(at: AppTest) -> list[str]:
             for h in at.html if 'class="hit"' in h.value]
 
 
+def previews(at: AppTest) -> list[str]:
+    """The HTML of the page's preview frames (``st.iframe``)."""
+    return [e.proto.srcdoc for e in at.get("iframe")]
+
+
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
@@ -171,11 +176,13 @@ def test_context_and_preview_of_a_hit_and_refusal_outside_the_roots(monkeypatch,
     at.toggle(key=f"ctx_{rid}").set_value(True)
     at.toggle(key=f"pv_{rid}").set_value(True).run()
     assert "No more context: this chunk is the whole file." in texts(at.caption)    # bread.txt is one chunk
-    assert "Knead the dough" in texts(at.code)
+    frames = previews(at)
+    assert len(frames) == 1 and '<mark id="hit">Baking bread' in frames[0] and "Knead the dough" in frames[0]
+    assert "scrollIntoView" in frames[0]                          # the page scrolls to the hit
     at.text_input(key="preview_path").input("/etc/passwd").run()
     assert "outside the indexed folders" in texts(at.error)
     at.text_input(key="preview_path").input(f"{corpus}/notes/../../{corpus.name}/notes/garden.md").run()
-    assert "Tomatoes need full sun" in texts(at.code)
+    assert "<h1>Garden</h1>" in previews(at)[-1] and "Tomatoes need full sun" in previews(at)[-1]  # rendered
 
 
 def test_empty_store_says_no_index_then_indexing_from_the_sidebar_works(monkeypatch, tmp_path, corpus):
@@ -300,3 +307,17 @@ def test_context_shows_the_neighbours_only_without_overlaps():
     assert (before, after) == ("one two", "five six")            # not "three" twice, not the hit again
     assert context_around(hit, [hit]) == ("", "")
     assert SearchService.make_filter("", " ", [], None) is None
+
+
+def test_preview_renders_the_document_safely_with_the_hit_marked():
+    from app.render import preview_html
+
+    md = "# Title\n\nSome *text* <script>alert(1)</script>.\n\n    code line\n"
+    out = preview_html(md, "md", md.index("Some"), md.index("Some") + 4)
+    assert "<h1>Title</h1>" in out and "<em>text</em>" in out and '<mark id="hit">Some</mark>' in out
+    assert "<script>" not in out and "&lt;script&gt;" in out              # raw HTML is shown, not run
+    plain = "Intro line\nsecond line\n\n    >>> x = 1\n    >>> x\n\nEnd <b>."
+    out = preview_html(plain, "rst", 0, 5)
+    assert out.startswith('<p><mark id="hit">Intro</mark> line<br>second line</p>')
+    assert "<pre>    &gt;&gt;&gt; x = 1\n    &gt;&gt;&gt; x</pre>" in out and "End &lt;b&gt;." in out
+    assert preview_html("abc", "txt") == "<p>abc</p>"                        # no hit: nothing marked
