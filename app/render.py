@@ -20,9 +20,11 @@ def preview_html(text: str, file_type: str, start: int | None = None, end: int |
     """``text`` as safe HTML, the span ``[start, end)`` marked ``<mark id="hit">``."""
     marked = text
     if start is not None and end is not None and 0 <= start < end <= len(text):
-        marked = text[:start] + _OPEN + text[start:end] + _CLOSE + text[end:]
+        # one mark per paragraph of the hit: a mark cannot span blocks
+        span = re.sub(r"\n\s*\n", lambda m: _CLOSE + m.group(0) + _OPEN, text[start:end])
+        marked = text[:start] + _OPEN + span + _CLOSE + text[end:]
     body = _markdown(marked) if file_type in ("md", "markdown") else _plain(marked)
-    return body.replace(_OPEN, '<mark id="hit">').replace(_CLOSE, "</mark>")
+    return body.replace(_OPEN, '<mark id="hit">', 1).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
 
 
 def _markdown(text: str) -> str:

@@ -321,3 +321,6 @@ def test_preview_renders_the_document_safely_with_the_hit_marked():
     assert out.startswith('<p><mark id="hit">Intro</mark> line<br>second line</p>')
     assert "<pre>    &gt;&gt;&gt; x = 1\n    &gt;&gt;&gt; x</pre>" in out and "End &lt;b&gt;." in out
     assert preview_html("abc", "txt") == "<p>abc</p>"                        # no hit: nothing marked
+    two = "First para.\n\nSecond para."
+    assert preview_html(two, "txt", 0, len(two)) == ('<p><mark id="hit">First para.</mark></p>\n'
+                                                     "<p><mark>Second para.</mark></p>")   # one mark per block

@@ -104,14 +104,19 @@ def test_search_in_a_real_browser(tmp_path, default_embedder, sync_playwright):
                 box.fill("where can I ask questions: mailing lists, newsgroups and the FAQ")
                 box.press("Enter")
                 expect(top).to_contain_text("whatnow.rst", timeout=30_000)
-                shot = tmp_path / "search.png"
-                page.screenshot(path=str(shot))
-                assert shot.stat().st_size > 10_000
+                expect(top).to_contain_text("rrf" if os.environ.get("RAG_FUSION") == "rrf" else "dbsf")
+                shots = [tmp_path / "search.png", tmp_path / "preview.png"]
+                page.screenshot(path=str(shots[0]))
+                top.locator("[class*='st-key-pv_'] label").first.click()      # "Preview file" on the top hit
+                expect(page.frame_locator("iframe").first.locator("mark#hit")).to_be_visible(timeout=30_000)
+                page.screenshot(path=str(shots[1]))
+                assert all(shot.stat().st_size > 10_000 for shot in shots)
                 if os.environ.get("RAG_SCREENSHOT_DIR"):
                     target = Path(os.environ["RAG_SCREENSHOT_DIR"])
                     target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(shot, target / "search.png")
-                    log.info("screenshot saved to %s", target / "search.png")
+                    for shot in shots:
+                        shutil.copy(shot, target / shot.name)
+                    log.info("screenshots saved to %s", target)
             finally:
                 browser.close()
     finally:
