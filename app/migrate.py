@@ -24,7 +24,6 @@ from indexer.store import (
     CollectionNotFound,
     CollectionOptions,
     EdgeStore,
-    QdrantClientStore,
     StoreError,
     VectorStore,
 )
@@ -114,6 +113,8 @@ def open_target(
     source_dir: Path | None = None,
 ) -> VectorStore:
     """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``."""
+    from indexer.store.client import QdrantClientStore
+
     if spec.startswith(("http://", "https://")):
         return QdrantClientStore.connect(spec, api_key=api_key, options=options)
     kind, _, rest = spec.partition(":")

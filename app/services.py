@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from embedder import Embedder, describe_model
-from indexer.collection import check_compatible
-from indexer.pipeline import Indexer, IndexSettings, chunk_sizes
-from indexer.rerank import Reranker
+from typing import TYPE_CHECKING
+
 from indexer.store import VectorStore, open_store
 
 from .settings import Settings
 
+if TYPE_CHECKING:       # loaded when a factory runs: torch and transformers take seconds to import
+    from embedder import Embedder
+    from indexer.pipeline import Indexer, IndexSettings
+    from indexer.rerank import Reranker
+
 
 def build_embedder(settings: Settings) -> Embedder:
+    from embedder import Embedder
+
     return Embedder.from_config(settings.embedder_config())
 
 
@@ -19,6 +24,10 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
     """Refuse a model that cannot match the collection before its weights are loaded (seconds to
     minutes): the fingerprint and chunk sizes come from the model's config and tokenizer alone.
     Nothing to check when the collection does not exist yet (or ``recreate`` will drop it)."""
+    from embedder import describe_model
+    from indexer.collection import check_compatible
+    from indexer.pipeline import chunk_sizes
+
     meta = None if recreate else store.collection_meta(settings.collection)
     if meta is None:
         return
@@ -28,6 +37,9 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
 
 
 def build_reranker(settings: Settings) -> Reranker:
+    from embedder import Embedder
+    from indexer.rerank import Reranker
+
     return Reranker(Embedder.from_config(settings.reranker_config()), settings.rerank_depth)
 
 
@@ -39,6 +51,8 @@ def build_store(settings: Settings) -> VectorStore:
 
 
 def index_settings(settings: Settings) -> IndexSettings:
+    from indexer.pipeline import IndexSettings
+
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
                          max_bytes=int(settings.max_file_mb * 1024 * 1024))
 
@@ -50,4 +64,6 @@ def build_indexer(settings: Settings, store: VectorStore) -> Indexer:
 
         return RayIndexer(settings.embedder_config(), store, settings.collection, index_settings(settings),
                           workers=settings.workers, address=settings.ray_address)
+    from indexer.pipeline import Indexer
+
     return Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
-from embedder import Embedder
+from typing import TYPE_CHECKING
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
-from .rerank import Reranker
 from .store import DEFAULT_MODE, MODES, Hit, SearchFilter, VectorStore, score_kind
+
+if TYPE_CHECKING:
+    from embedder import Embedder
+
+    from .rerank import Reranker
 
 
 

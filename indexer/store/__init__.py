@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.store.base import (
     DEFAULT_FUSION,
@@ -21,6 +22,7 @@ from indexer.store.base import (
     MODES,
     CollectionMismatch,
     CollectionNotFound,
+    CollectionOptions,
     Hit,
     Point,
     SearchFilter,
@@ -30,10 +32,12 @@ from indexer.store.base import (
     VectorStore,
     score_kind,
 )
-from indexer.store.client import CollectionOptions, QdrantClientStore, collection_config
 from indexer.store.edge import EdgeStore
 from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
 from indexer.store.sparse import bm25_fingerprint
+
+if TYPE_CHECKING:
+    from indexer.store.client import QdrantClientStore, collection_config
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,8 @@ def open_store(
     held by another process.
     """
     if url:
+        from indexer.store.client import QdrantClientStore
+
         return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout, options=options)
     if options is not None and not options.is_default():
         log.warning(
@@ -89,3 +95,12 @@ def open_store(
             "(RAG_QDRANT_URL); the embedded store ignores them."
         )
     return EdgeStore(Path(data_dir))
+
+
+def __getattr__(name: str):
+    """The server backend loads qdrant-client (seconds) only when it is used."""
+    if name in ("QdrantClientStore", "collection_config"):
+        from indexer.store import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
