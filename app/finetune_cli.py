@@ -23,12 +23,18 @@ def add_finetune_parser(sub, common) -> None:
         s = steps.add_parser(name, help=text)
         s.add_argument("--workdir", type=Path, help="work folder (default: DATA_DIR/finetune/COLLECTION)")
         if name in ("generate", "run"):
+            s.add_argument("--pairs", choices=("generated", "structure"), default="generated",
+                           help="generated: an LLM writes queries for sampled chunks of the collection; "
+                                "structure: heading -> section pairs from the files under --docs (no LLM)")
+            s.add_argument("--docs", type=Path, help="--pairs structure: folder of .rst/.md/.html files")
+            s.add_argument("--max-pages", type=int, help="--pairs structure: read at most this many pages")
             s.add_argument("--passages", type=int, default=200, help="chunks to sample (default 200)")
             s.add_argument("--generator", default="smollm2", help="chat model folder/.gguf, or smollm2")
             s.add_argument("--tasks", default="question,keywords,claim", help="query types")
             s.add_argument("--gen-batch", type=int, default=8)
         if name in ("refine", "run"):
-            s.add_argument("--top-k", type=int, default=10, help="false-positive filter: positive in top k")
+            s.add_argument("--top-k", type=int, help="false-positive filter: keep a query whose positive ranks in "
+                                                     "the top k (default 10; 0 = off, the default for --pairs structure)")
         if name in ("mine", "run"):
             s.add_argument("--negatives", type=int, default=3)
             s.add_argument("--margin", type=float, default=0.95, help="skip candidates above margin x positive")
@@ -76,6 +82,12 @@ def sample_passages(store, collection: str, n: int, seed: int = 0, min_words: in
     return dict(sorted(rows[:n]))
 
 
+def _structure_pairs(workdir: Path) -> bool:
+    """Whether the work folder's queries are headings (true by construction: no false-positive filter)."""
+    report = workdir / "report.json"
+    return report.exists() and "structure" in json.loads(report.read_text())
+
+
 def cmd_finetune(args, settings: Settings) -> int:
     from embedder import Embedder
     from finetune import run
@@ -85,7 +97,12 @@ def cmd_finetune(args, settings: Settings) -> int:
     workdir = args.workdir or settings.data_dir / "finetune" / settings.collection
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict = {"workdir": str(workdir)}
-    if args.step in ("generate", "run"):
+    structure = getattr(args, "pairs", "generated") == "structure"
+    if structure:
+        if args.docs is None:
+            raise SystemExit("--pairs structure reads headings from files: pass --docs FOLDER.")
+        out["generated_now"] = run.step_structure(workdir, args.docs, max_pages=args.max_pages)
+    elif args.step in ("generate", "run"):
         if not (workdir / "passages.jsonl").exists():
             from .services import build_store
 
@@ -100,7 +117,8 @@ def cmd_finetune(args, settings: Settings) -> int:
         del generator
     embedder = Embedder.from_config(settings.embedder_config()) if args.step != "generate" else None
     if args.step in ("refine", "run"):
-        out["refine"] = run.step_refine(workdir, embedder, top_k=args.top_k).steps
+        top_k = args.top_k if args.top_k is not None else (0 if _structure_pairs(workdir) else 10)
+        out["refine"] = run.step_refine(workdir, embedder, top_k=top_k).steps
     if args.step in ("mine", "run"):
         out["mined"] = run.step_mine(workdir, embedder, n_negatives=args.negatives, margin=args.margin)
     if args.step in ("train", "run"):
