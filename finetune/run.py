@@ -42,6 +42,7 @@ from .refine import (
     filter_false_positives,
     mine_hard_negatives,
 )
+from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
 from .structure import collect_sections, title_pairs
 from .train import TrainConfig, train_adapter
 
@@ -108,9 +109,12 @@ def step_generate(workdir: Path, generator: QueryGenerator, tasks=LLM_TASKS, pro
 
 
 def step_structure(workdir: Path, docs: Path, *, max_pages: int | None = None, min_words: int = 30,
-                   exclude_pages: frozenset[str] = frozenset()) -> int:
-    """Write passages (the sections under ``docs``) and queries (their headings): no LLM."""
-    sections = collect_sections(docs, min_words=min_words, max_pages=max_pages, exclude_pages=exclude_pages)
+                   exclude: tuple[str, ...] = ()) -> int:
+    """Write passages (the sections under ``docs``) and queries (their headings): no LLM.
+
+    ``exclude``: glob patterns of pages (paths under ``docs``) to leave out.
+    """
+    sections = collect_sections(docs, min_words=min_words, max_pages=max_pages, exclude=exclude)
     pairs = title_pairs(sections)
     if not pairs:
         raise ValueError(f"{docs} gave no (heading, section) pair: it needs .rst/.md/.html files whose "
@@ -226,14 +230,17 @@ def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: Tra
     examples = read_jsonl(_need(workdir / "train.jsonl", "split"))
     before = evaluate_heldout(embedder, workdir)
     result = train_adapter(embedder, examples, passages, adapter_dir, config, progress=progress)
-    evaluation = compare_heldout(before, evaluate_heldout(embedder, workdir))
+    after = evaluate_heldout(embedder, workdir)
+    evaluation = compare_heldout(before, after)
+    plots = [loss_plot(result.losses, adapter_dir / LOSS_PNG).name,
+             before_after_plot(before, after, adapter_dir / SCATTER_PNG).name]
     report = _update_report(workdir, "train", {"steps": result.steps, "seconds": result.seconds,
                                                "first_loss": result.losses[:5], "last_loss": result.losses[-5:]})
     report = _update_report(workdir, "eval", evaluation)
     card = {"base_model": embedder.spec.name, "base_model_id": embedder.fingerprint.model_id,
             "train_config": asdict(config), "data": {k: report.get(k) for k in
                                                    ("generated", "refine", "mine", "split")},
-            "eval_heldout": evaluation, "training": report["train"]}
+            "eval_heldout": evaluation, "training": report["train"], "losses": result.losses, "plots": plots}
     (adapter_dir / "training_card.json").write_text(json.dumps(card, indent=2))
     (adapter_dir / "README.md").write_text(_card_markdown(card))
     return card
@@ -250,6 +257,7 @@ def _card_markdown(card: dict) -> str:
     lines += [f"- {m}: {s['delta']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}], p = {s['p_value']:.4f}; "
               f"{s['better']} queries better, {s['worse']} worse of {s['queries']}"
               for m, s in card["eval_heldout"]["significance"].items()]
+    lines += ["", *[f"![{name}]({name})" for name in card.get("plots", [])]]
     lines += ["", "## Data", "", "```json", json.dumps(card["data"], indent=2), "```", "",
               "## Hyper-parameters", "", "```json", json.dumps(card["train_config"], indent=2), "```", ""]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ passage, so the split holds out whole pages (a page's sections never straddle tr
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 from collections import Counter
@@ -114,11 +115,11 @@ def file_sections(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def collect_sections(folder: Path, *, min_words: int = 30, max_pages: int | None = None,
-                     exclude_pages: frozenset[str] = frozenset()) -> list[Section]:
+                     exclude: tuple[str, ...] = ()) -> list[Section]:
     """Every section of ``min_words``+ words under ``folder`` (files of :data:`STRUCTURE_SUFFIXES`).
 
     ``.rst.txt`` Sphinx sources are read as reST; index pages (genindex, search...) are skipped;
-    ``exclude_pages`` (paths under ``folder``) are left out, e.g. the pages of an evaluation set.
+    pages (paths under ``folder``) matching a glob of ``exclude`` are left out, e.g. an evaluation set's.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -129,7 +130,7 @@ def collect_sections(folder: Path, *, min_words: int = 30, max_pages: int | None
     pages = 0
     for path in files:
         page = path.relative_to(folder).as_posix()
-        if page in exclude_pages:
+        if any(fnmatch.fnmatch(page, pattern) for pattern in exclude):
             continue
         found = [(t, s) for t, s in file_sections(path) if len(s.split()) >= min_words]
         if not found:
