@@ -7,6 +7,7 @@ The model and the store load once per process (``st.cache_resource``); every wid
 from __future__ import annotations
 
 import html
+import json
 import logging
 import sys
 from pathlib import Path
@@ -109,7 +110,27 @@ def sidebar(service: SearchService, settings: Settings) -> tuple[str, object]:
                 st.caption("This collection does not exist yet: index a folder below.")
             st.caption(f"Store: {status.store}")
             st.caption(f"Query model: {service.model_name}")
+            training_card(settings.adapter)
     return collection, status
+
+
+def training_card(adapter: str | None) -> None:
+    """The fine-tuned adapter's held-out result and plots (loss curve, before/after per query)."""
+    folder = Path(adapter).expanduser() if adapter else None
+    if folder is None or not (folder / "training_card.json").is_file():
+        return
+    card = json.loads((folder / "training_card.json").read_text())
+    with st.expander("Training card"):
+        ev = card.get("eval_heldout", {})
+        if ev:
+            s = ev.get("significance", {}).get("ndcg@10", {})
+            st.markdown(f"Held-out nDCG@10 **{ev['before']['ndcg@10']:.3f} → {ev['after']['ndcg@10']:.3f}**"
+                        + (f" ({s['delta']:+.3f}, 95 % CI {s['ci95'][0]:+.3f} to {s['ci95'][1]:+.3f}, "
+                           f"p = {s['p_value']:.3f})" if s else ""))
+        for name, caption in (("loss.png", "Training loss"), ("before_after.png", "Held-out nDCG@10 per query"),
+                              ("ablation.png", "Ablation: each refinement step off")):
+            if (folder / name).is_file():
+                st.image(str(folder / name), caption=caption)
 
 
 def query_options(service: SearchService, collection: str, available: bool, settings: Settings) -> dict:
