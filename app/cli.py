@@ -23,7 +23,7 @@ _SETTING_FLAGS = {
     "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
     "packing": "packing", "fusion": "fusion",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
-    "workers": "workers", "ray_address": "ray_address",
+    "workers": "workers", "ray_address": "ray_address", "lora_adapters": "lora_adapters",
 }
 
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batching", dest="batching", action="store_false",
                    help="embed each request alone (default: concurrent requests share forward passes)")
     p.add_argument("--window-ms", type=float, default=5.0, help="how long the batcher collects requests")
-    p.add_argument("--lora-adapters", dest="lora_adapters", default=os.environ.get("RAG_LORA_ADAPTERS"),
+    p.add_argument("--lora-adapters", dest="lora_adapters",
                    help="LoRA adapters for /v1/embeddings: NAME=PATH,NAME2=PATH2 (RAG_LORA_ADAPTERS)")
     p.add_argument("--adapter-strategy", choices=["grouped", "mixed"], default="grouped",
                    help="texts for several adapters: one forward per adapter, or mixed batches")
@@ -354,7 +354,7 @@ def cmd_serve(args, settings: Settings) -> int:
     from .serve.runtime import ServeOptions
     from .serve.server import serve
 
-    options = ServeOptions(batching=args.batching, window_ms=args.window_ms, adapters=args.lora_adapters,
+    options = ServeOptions(batching=args.batching, window_ms=args.window_ms, adapters=settings.lora_adapters,
                            adapter_strategy=args.adapter_strategy, allow_index=args.allow_index,
                            mcp_index=args.mcp_index)
     print(f"rag serve: http://{args.host}:{args.port} (API docs at /docs, MCP at /mcp)", flush=True)

@@ -199,3 +199,16 @@ def test_binding_beyond_loopback_needs_a_key():
     check_exposure("0.0.0.0", "key")
     check_exposure("127.0.0.1", None)
     check_exposure("localhost", None)
+
+
+def test_langchain_http_variants_match_the_in_process_ones(server, _default_embedder):
+    from app.serve.langchain import ServiceEmbeddings, ServiceRetriever
+    from embedder.langchain import InstructEmbeddings
+
+    url = str(server.base_url)
+    remote, local = ServiceEmbeddings(url=url), InstructEmbeddings(_default_embedder)
+    assert np.allclose(remote.embed_query("what is qdrant"), local.embed_query("what is qdrant"), atol=1e-5)
+    assert np.allclose(remote.embed_documents(["a", "b"]), local.embed_documents(["a", "b"]), atol=1e-5)
+    docs = ServiceRetriever(url=url, k=3, mode="dense").invoke("vector database")
+    assert len(docs) == 3 and docs[0].metadata["rank"] == 1 and docs[0].page_content
+    assert docs[0].metadata["score"] >= docs[-1].metadata["score"]
