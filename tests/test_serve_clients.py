@@ -110,3 +110,21 @@ def test_ui_parent_stops_its_child_on_sigterm(tmp_path):
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("the child outlived its parent's SIGTERM")
+
+
+def test_the_page_goes_through_the_service(served, corpus, monkeypatch):
+    from .test_app import hit_sources, page, previews, search
+
+    data_dir, url = served
+    at = page(monkeypatch, data_dir)
+    assert any(f"through the service at {url}" in c.value for c in at.sidebar.caption)
+    at = search(at, "vector database")
+    sources = hit_sources(at)
+    assert sources and all(s.startswith(str(corpus)) for s in sources)
+    at.text_input(key="preview_path").input(sources[0]).run()
+    assert not at.exception and previews(at)
+    # indexing from the sidebar runs as a job in the service (the store is the service's)
+    at.text_input(key="index_path").input(str(corpus)).run()
+    at.button(key="index_button").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("unchanged" in s.value for s in at.success)

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+
+import orjson
 from datetime import date
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedder import TASKS
 from indexer.modes import MODES
 
-from ..service import BadRequest, NoIndexYet, ServiceError, StoreUnavailable
+from ..service import BadRequest, NoIndexYet, PreviewRefused, ServiceError, StoreUnavailable
 from .jobs import JobConflict
 from .runtime import Runtime
 
@@ -39,6 +41,20 @@ class Filters(BaseModel):
     glob: str | None = Field(None, description="only sources matching this glob")
     types: list[str] = Field(default_factory=list, description="file types, e.g. ['md', 'pdf']")
     after: date | None = Field(None, description="modified after this day (YYYY-MM-DD)")
+    modified_after: float | None = Field(None, description="modified after this epoch time (wins over after)")
+
+    def to_filter(self):
+        from datetime import datetime
+
+        from indexer.store import SearchFilter
+
+        after = self.modified_after
+        if after is None and self.after is not None:
+            after = datetime.combine(self.after, datetime.min.time()).timestamp()
+        if not (self.path or self.glob or self.types or after):
+            return None
+        return SearchFilter(path_prefix=self.path or None, path_glob=self.glob or None,
+                            file_types=tuple(self.types), modified_after=after)
 
 
 class SearchRequest(BaseModel):
@@ -50,6 +66,18 @@ class SearchRequest(BaseModel):
     filters: Filters | None = None
     collection: str | None = None
     rerank: bool = False
+
+
+class QueryTextRequest(BaseModel):
+    query: str = Field(..., min_length=1, max_length=4000)
+    task: str | None = None
+    instruction: str | None = Field(None, max_length=2000)
+
+
+class ContextRequest(BaseModel):
+    result: dict = Field(..., description="a result as /search returns it")
+    before: int = Field(1, ge=0, le=20)
+    after: int = Field(1, ge=0, le=20)
 
 
 class IndexRequest(BaseModel):
@@ -66,6 +94,12 @@ class EmbeddingsRequest(BaseModel):
     adapter: str | None = None
     encoding_format: Literal["float"] = "float"
     truncate: bool = Field(True, description="false: refuse texts longer than the model's max_length")
+
+
+def _json(data: dict, status: int = 200) -> Response:
+    """orjson straight to bytes (numpy rows included): no per-field validation of large answers."""
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
 
 
 def _field(loc: tuple) -> str:
@@ -176,19 +210,63 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
     def collections() -> dict:
         return {"collections": service.collections(), "default": runtime.settings.collection}
 
-    @app.post("/search")
-    def search(req: SearchRequest) -> dict:
+    @app.post("/search", response_class=Response)
+    def search(req: SearchRequest) -> Response:
         check_task(req.task)
         name = collection_or_404(req.collection)
-        f = req.filters
-        flt = service.make_filter(f.path, f.glob, f.types, f.after) if f else None
+        flt = req.filters.to_filter() if req.filters else None
         try:
             response = service.search(req.query, name, k=req.k, mode=req.mode, task=req.task or runtime.settings.task,
                                       instruction=req.instruction or runtime.settings.instruction, flt=flt,
                                       rerank=req.rerank)
         except ServiceError as exc:
             raise service_errors(exc) from exc
-        return {**response.to_dict(), "collection": name}
+        return _json({**response.to_dict(), "collection": name})
+
+    # -- what the search page needs besides search (context, preview, filter choices) ---------------
+    def call(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PreviewRefused as exc:
+            raise HTTPException(403, f"path: {exc}") from exc
+        except ServiceError as exc:
+            raise service_errors(exc) from exc
+
+    @app.post("/query-text")
+    def query_text(req: QueryTextRequest) -> dict:
+        check_task(req.task)
+        return {"text": call(service.query_text, req.query, req.task, req.instruction)}
+
+    @app.get("/collections/{name}")
+    def collection_status(name: str) -> dict:
+        from dataclasses import asdict
+
+        return asdict(call(service.status, name))
+
+    @app.get("/collections/{name}/filter-options")
+    def filter_options(name: str) -> dict:
+        from dataclasses import asdict
+
+        return asdict(call(service.filter_options, collection_or_404(name)))
+
+    @app.post("/collections/{name}/context")
+    def context(name: str, req: ContextRequest) -> dict:
+        from indexer.search import SearchResult
+
+        r = req.result
+        try:
+            hit = SearchResult(int(r.get("rank", 0)), float(r.get("score", 0)), str(r["id"]), str(r.get("text", "")),
+                               dict(r["metadata"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HTTPException(422, f"result: needs id, text and metadata as /search returns them ({exc})") from exc
+        chunks = call(service.context, hit, collection_or_404(name), req.before, req.after)
+        return {"results": [c.to_dict() for c in chunks]}
+
+    @app.get("/collections/{name}/preview")
+    def preview(name: str, path: str) -> dict:
+        from dataclasses import asdict
+
+        return asdict(call(service.preview, path, collection_or_404(name)))
 
     @app.post("/index", status_code=202)
     def index(req: IndexRequest) -> dict:
@@ -216,8 +294,8 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
             raise HTTPException(404, f"job_id: no job {job_id!r}")
         return found.to_dict()
 
-    @app.post("/v1/embeddings")
-    def embeddings(req: EmbeddingsRequest) -> dict:
+    @app.post("/v1/embeddings", response_class=Response)
+    def embeddings(req: EmbeddingsRequest) -> Response:
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         if not texts or any(not t.strip() for t in texts):
             raise HTTPException(422, "input: empty; give a non-empty string or a list of non-empty strings.")
@@ -244,9 +322,9 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
         except ValueError as exc:
             raise HTTPException(422, f"task: {exc}") from exc
         used = sum(min(n, emb.max_length) for n in counts)
-        return {"object": "list", "model": req.model or emb.spec.name,
-                "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": used, "total_tokens": used}}
+        return _json({"object": "list", "model": req.model or emb.spec.name,
+                      "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                      "usage": {"prompt_tokens": used, "total_tokens": used}})
 
     return app
 

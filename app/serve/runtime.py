@@ -71,7 +71,8 @@ class Runtime:
                                 "chunk_tokens": s.chunk_tokens, "last_indexed": s.last_indexed,
                                 "roots": s.roots, "error": s.error})
         return {"store": self.service.location, "model": self.embedder.spec.name, "dim": self.embedder.dim,
-                "instructed": bool(self.embedder.spec.instructed), "collection": self.settings.collection,
+                "instructed": bool(self.embedder.spec.instructed), "query_prefix": self.embedder.spec.query_prefix,
+                "collection": self.settings.collection,
                 "collections": collections, "adapters": self.adapters.names,
                 "batching": {"enabled": self.batcher.enabled, "window_ms": self.batcher.window * 1000,
                              "batch_tokens": self.batcher.batch_tokens, **self.batcher.stats.to_dict()},

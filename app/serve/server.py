@@ -74,4 +74,5 @@ def serve(settings: Settings, options: ServeOptions, host: str = "127.0.0.1", po
     check_exposure(host, api_key)
     runtime = Runtime.from_settings(settings, options)
     app = build_asgi(runtime, host, port, api_key)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=30)
