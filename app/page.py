@@ -67,6 +67,17 @@ def _service(key: str, _settings: Settings) -> SearchService:
     return SearchService.from_settings(_settings, embedder=embedder)
 
 
+def _remote_service(settings: Settings):
+    """The running `rag serve` for this data dir (embedded store), as the page's service; else None."""
+    if settings.qdrant_url:
+        return None
+    from app.serve.client import RemoteClient
+    from app.serve.remote import RemoteSearchService
+
+    client = RemoteClient.for_data_dir(settings.data_dir)
+    return RemoteSearchService(client) if client is not None else None
+
+
 def show_error(exc: ServiceError) -> None:
     """No index yet is a hint (info); everything else is an error."""
     (st.info if isinstance(exc, NoIndexYet) else st.error)(str(exc))
@@ -224,7 +235,7 @@ def main() -> None:
         st.error(f"Invalid RAG_* setting: {exc}")
         st.stop()
     try:
-        service = _service(settings.model_dump_json(), settings)
+        service = _remote_service(settings) or _service(settings.model_dump_json(), settings)
     except ServiceError as exc:
         st.error(str(exc))
         st.button("Retry", key="retry")
