@@ -64,7 +64,8 @@ def test_packed_cpu_runs(bench_env):
 @pytest.mark.slow
 def test_serve_load_compares_batching_and_the_in_process_baseline(bench_env):
     out, _ = run("serve_load.py", "--quick", "--no-adapters", env=bench_env)
-    assert "| in-process Searcher (baseline) |" in out and "| HTTP /search, batching off |" in out
+    assert "| in-process Searcher (baseline) " in out and "| HTTP /search, batching off " in out
+    assert "queries per encode call" in out
     assert "8 clients: HTTP batching on/off" in out
     rows = [line for line in out.splitlines() if line.startswith("| HTTP") or line.startswith("| in-process")]
     assert len(rows) == 8 and all(line.split("|")[7].strip() == "0" for line in rows)  # zero errors
