@@ -177,6 +177,12 @@ class Served:
                 time.sleep(0.2)
         raise RuntimeError("rag serve did not start")
 
+    def batching(self) -> dict:
+        """The service's batcher counters (requests, encode calls, texts) from /status."""
+        import httpx
+
+        return httpx.get(f"{self.url}/status", timeout=60).json()["batching"]
+
     def __exit__(self, *_) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
@@ -253,8 +259,13 @@ def main() -> None:
             extra = ["--window-ms", str(args.window_ms)] + ([] if batching else ["--no-batching"])
             with Served(data_dir, args.model, *extra) as served:
                 for c in clients:
-                    rows.append(load(args.client, f"HTTP /search, batching {'on' if batching else 'off'}",
-                                     served.url, "/search", search_body, c, per_client))
+                    before = served.batching()
+                    row = load(args.client, f"HTTP /search, batching {'on' if batching else 'off'}",
+                               served.url, "/search", search_body, c, per_client)
+                    after = served.batching()
+                    calls = max(after["encode_calls"] - before["encode_calls"], 1)
+                    row["note"] = f"{(after['texts'] - before['texts']) / calls:.1f} queries per encode call"
+                    rows.append(row)
         common.table(rows)
         base = {r["clients"]: r["req/s"] for r in rows if r["run"] == "HTTP /search, batching off"}
         on = {r["clients"]: r["req/s"] for r in rows if r["run"] == "HTTP /search, batching on"}

@@ -59,3 +59,13 @@ def test_gpu_packed_tiny_runs_every_row(bench_env):
 def test_packed_cpu_runs(bench_env):
     out, _ = run("packed_cpu.py", "--quick", env=bench_env)
     assert "| all-MiniLM-L6-v2 (default)" in out and "| random Mistral" in out
+
+
+@pytest.mark.slow
+def test_serve_load_compares_batching_and_the_in_process_baseline(bench_env):
+    out, _ = run("serve_load.py", "--quick", "--no-adapters", env=bench_env)
+    assert "| in-process Searcher (baseline) " in out and "| HTTP /search, batching off " in out
+    assert "queries per encode call" in out
+    assert "8 clients: HTTP batching on/off" in out
+    rows = [line for line in out.splitlines() if line.startswith("| HTTP") or line.startswith("| in-process")]
+    assert len(rows) == 8 and all(line.split("|")[7].strip() == "0" for line in rows)  # zero errors

@@ -295,7 +295,7 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
         return found.to_dict()
 
     @app.post("/v1/embeddings", response_class=Response)
-    def embeddings(req: EmbeddingsRequest) -> Response:
+    async def embeddings(req: EmbeddingsRequest) -> Response:
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         if not texts or any(not t.strip() for t in texts):
             raise HTTPException(422, "input: empty; give a non-empty string or a list of non-empty strings.")
@@ -318,7 +318,7 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
                 raise HTTPException(413, f"input[{over[0]}]: {counts[over[0]]} tokens is over the model's "
                                          f"max_length {emb.max_length}; shorten it or send truncate=true.")
         try:
-            vectors = runtime.embed(texts, req.input_type, req.task, req.instruction, req.adapter)
+            vectors = await runtime.embed_async(texts, req.input_type, req.task, req.instruction, req.adapter)
         except ValueError as exc:
             raise HTTPException(422, f"task: {exc}") from exc
         used = sum(min(n, emb.max_length) for n in counts)

@@ -73,6 +73,18 @@ class MicroBatcher:
         self._queue.put(request)
         return request.future.result()
 
+    async def encode_async(self, texts: Sequence[str], adapter: str | None = None) -> np.ndarray:
+        """:meth:`encode` for an event loop: waits without holding a worker thread."""
+        import asyncio
+
+        texts = list(texts)
+        if not self.enabled:
+            return await asyncio.to_thread(self.encode, texts, adapter)
+        tokens = sum(min(self._count(t), self.batch_tokens) for t in texts) if len(texts) < 64 else self.batch_tokens
+        request = _Request(texts, adapter, tokens)
+        self._queue.put(request)
+        return await asyncio.wrap_future(request.future)
+
     def _collect(self, first: _Request) -> list[_Request]:
         batch, tokens = [first], first.tokens
         deadline = time.perf_counter() + self.window

@@ -63,6 +63,16 @@ class Runtime:
             formatted = [self.embedder.format_document(t) for t in texts]
         return self.batcher.encode(formatted, adapter)
 
+    async def embed_async(self, texts: list[str], input_type: str = "document", task: str | None = None,
+                          instruction: str | None = None, adapter: str | None = None) -> np.ndarray:
+        """:meth:`embed` without holding a worker thread while the batcher runs."""
+        self.adapters.check(adapter)
+        if input_type == "query":
+            formatted = [self.embedder.format_query(t, instruction=instruction or None, task=task) for t in texts]
+        else:
+            formatted = [self.embedder.format_document(t) for t in texts]
+        return await self.batcher.encode_async(formatted, adapter)
+
     def status(self) -> dict:
         collections = []
         for name in self.service.collections():
