@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .beir import load_beir
+from .plots import ABLATION_PNG
 from .generate import read_jsonl
 
 if TYPE_CHECKING:  # the CLI reads ARM_NAMES without loading torch
@@ -125,6 +126,8 @@ def run_ablation(workdir: Path, base: "Embedder", fresh: Callable[[], "Embedder"
         result = train_adapter(embedder, rows, run.load_passages(arm_dir), arm_dir / "adapter", arm_config,
                                progress=progress)
         per_query[arm.name] = run.evaluate_heldout(embedder, common)
+        if arm.name == "full":
+            _full_card(run, base, embedder, common, arm_config, result)
         results[arm.name] = {"description": arm.description, "train_examples": len(rows), "steps": result.steps,
                              "seconds": result.seconds, "heldout": run._means(per_query[arm.name])}
         del embedder
@@ -139,6 +142,24 @@ def run_ablation(workdir: Path, base: "Embedder", fresh: Callable[[], "Embedder"
     for name in ("ablation.json", "ablation.md", "ablation.png"):   # beside the full recipe's training card
         shutil.copy(out / name, common / "adapter" / name)
     return report
+
+
+def _full_card(run, base: "Embedder", tuned: "Embedder", split_dir: Path, config: "TrainConfig", result) -> None:
+    """The full recipe's training card and plots, as `rag finetune train` writes them (the ablation goes beside)."""
+    from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
+
+    adapter = split_dir / "adapter"
+    before, after = run.evaluate_heldout(base, split_dir), run.evaluate_heldout(tuned, split_dir)
+    plots = [loss_plot(result.losses, adapter / LOSS_PNG).name,
+             before_after_plot(before, after, adapter / SCATTER_PNG).name]
+    card = {"base_model": base.spec.name, "base_model_id": base.fingerprint.model_id,
+            "train_config": asdict(config), "data": {"split": json.loads((split_dir / "report.json").read_text())
+                                                     .get("split")},
+            "eval_heldout": run.compare_heldout(before, after), "training": {"steps": result.steps,
+                                                                          "seconds": result.seconds},
+            "losses": result.losses, "plots": plots + [ABLATION_PNG]}
+    (adapter / "training_card.json").write_text(json.dumps(card, indent=2))
+    (adapter / "README.md").write_text(run._card_markdown(card))
 
 
 def ablation_markdown(report: dict) -> str:

@@ -54,6 +54,10 @@ def test_every_arm_is_paired_with_the_full_recipe(tiny_embedder, workdir):
             (workdir / "ablation" / "full" / "heldout" / "qrels" / "test.tsv").read_text().splitlines()[1:]}
     assert held
     card_dir = workdir / "ablation" / "full" / "adapter"
+    card = json.loads((card_dir / "training_card.json").read_text())
+    assert card["eval_heldout"]["significance"]["ndcg@10"]["queries"] == n_held
+    assert all((card_dir / name).read_bytes().startswith(PNG) for name in card["plots"])
+    assert "![ablation.png](ablation.png)" in (card_dir / "README.md").read_text()
     assert (card_dir / "ablation.png").read_bytes().startswith(PNG)
     table = (card_dir / "ablation.md").read_text()
     assert table.count("\n| ") == len(ARM_NAMES) + 1 and "(reference)" in table
