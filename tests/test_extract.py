@@ -395,3 +395,67 @@ def test_extraction_error_is_readable_and_picklable(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.path, clone.reason) == (error.path, error.reason)
     assert isinstance(error, Exception)
+
+
+# --------------------------------------------------------------------------- clean text from markup
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def test_rst_is_indexed_as_the_text_a_reader_sees(tmp_path):
+    src = SAMPLES / "python-tutorial" / "datastructures.rst"
+    doc = extract(src)
+    assert doc.title == "Data Structures" and doc.file_type == "rst"
+    text = doc.text
+    assert text.startswith("Data Structures\n\nThis chapter describes")
+    for markup in (".. _tut-structures:", "***************", ":noindex:", ".. method::", ":exc:`", "``"):
+        assert markup not in text, markup
+    assert not [line for line in text.split("\n") if line.rstrip().endswith("::")]
+    # roles and literals keep their text; signatures stay; code blocks stay character for character
+    assert "It raises a\nValueError if there is no such item." in text
+    assert "list.append(x)\n\nAdd an item to the end of the list.  Equivalent to a[len(a):] = [x]." in text
+    assert (">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n...     [9, 10, 11, 12],\n... ]"
+            in text)
+    assert "Consider the following example of a 3x4 matrix implemented as a list of\n3 lists of length 4:" in text
+
+
+def test_rst_constructs(tmp_path):
+    from indexer.extract.rst import rst_blocks
+
+    blocks = rst_blocks(
+        ".. _top:\n\nTitle\n=====\n\n.. index:: single: foo\n   pair: a; b\n\n"
+        "See :ref:`the guide <tut-guide>`, :meth:`~list.append` and `Python <https://python.org>`_ [#]_.\n"
+        "Use **bold** and *stress*, keep ``*args`` as is::\n\n    def f(*args):\n        return args\n\n"
+        ".. note::\n\n   Be careful.\n\n.. code-block:: python\n   :emphasize-lines: 1\n\n   x = 1\n\n"
+        "Sub\n---\n\n.. versionchanged:: 3.11\n   Now faster.\n\n.. [#] A footnote.\n")
+    assert blocks == [
+        ("h1", "Title"),
+        ("p", "See the guide, append and Python.\nUse bold and stress, keep *args as is:"),
+        ("code", "def f(*args):\n    return args"),
+        ("p", "Note: Be careful."),
+        ("code", "x = 1"),
+        ("h2", "Sub"),
+        ("p", "Changed in version 3.11."),
+        ("p", "Now faster."),
+        ("p", "A footnote."),
+    ]
+
+
+def test_sphinx_rst_sources_are_rst(tmp_path):
+    path = tmp_path / "intro.rst.txt"
+    path.write_text(".. _intro:\n\n*****\nIntro\n*****\n\nSee :func:`len`.\n")
+    doc = extract(path)
+    assert (doc.text, doc.title, doc.file_type) == ("Intro\n\nSee len.", "Intro", "rst")
+
+
+def test_html_drops_sphinx_permalinks_and_navigation():
+    from indexer.extract import html_blocks
+
+    doc = extract(SAMPLES / "python-howto" / "sorting.html")
+    assert "¶" not in doc.text
+    assert "Navigation" not in doc.text and "Quick search" not in doc.text
+    assert doc.text.startswith("Sorting HOW TO\n\n")
+    blocks = html_blocks((SAMPLES / "python-howto" / "sorting.html").read_bytes())
+    assert "\n\n".join(t for _, t in blocks) == doc.text
+    assert ("h2", "Key Functions") in blocks
+    assert ("code", ">>> sorted([5, 2, 3, 1, 4])\n[1, 2, 3, 4, 5]") in blocks
