@@ -24,6 +24,9 @@ from app.service import (  # noqa: E402
     highlight,
     context_around,
 )
+from app.render import PREVIEW_CSS, SCROLL_JS, document_html  # noqa: E402
+from app.results import snippet  # noqa: E402
+from app.service import query_terms  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
@@ -46,7 +49,7 @@ CSS = """<style>
 .hit-title {font-weight:600; font-size:1.05rem}
 .hit-score {color:#6b7280; font-size:.85rem; font-family:monospace; white-space:nowrap}
 .hit-source {color:#6b7280; font-size:.8rem; word-break:break-all; margin:.1rem 0 .4rem}
-.hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem; max-height:16rem; overflow-y:auto}
+.hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem}
 .hit-context {max-height:28rem; overflow-y:auto; border-left:3px solid #e5e7eb; padding-left:.75rem}
 .hit-gap {color:#6b7280; font-size:.8rem; text-align:center; margin:.3rem 0}
 .hit-ctx {white-space:pre-wrap; line-height:1.5; font-size:.92rem; color:#9ca3af}
@@ -140,13 +143,15 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
     """One result: rank, score (labelled with what it is), title, source, highlighted chunk, context
     and preview toggles."""
     meta = r.metadata
+    more = bool(st.session_state.get(f"ctx_{r.id}"))   # with its context the whole chunk is shown
+    text = r.text if more else snippet(r.text, query_terms(query), mid_file=meta.get("chunk_index", 0) > 0)
     with st.container(border=True, key=f"hit-{r.rank}"):
         st.html(f'<div class="hit"><div class="hit-head"><span class="hit-title">{r.rank}. '
                 f'{html.escape(r.title)}</span><span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
                 f'{score_kind} {r.score:.4f}</span></div>'
                 f'<div class="hit-source">{html.escape(r.source)} · chunk {meta.get("chunk_index", 0) + 1}'
                 f'/{meta.get("chunk_count", 1)} · {html.escape(meta.get("file_type", ""))}</div>'
-                f'<div class="hit-text">{highlight(r.text, query)}</div></div>')
+                f'<div class="hit-text">{highlight(text, query)}</div></div>')
         left, right = st.columns(2)
         more = left.toggle("Show more context", key=f"ctx_{r.id}")
         preview = right.toggle("Preview file", key=f"pv_{r.id}")
@@ -160,16 +165,19 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
                             f'</div><div class="hit-gap">⋯ the result above ⋯</div>'
                             f'<div class="hit-ctx">{highlight(after, query) or "(end of file)"}</div></div>')
             if preview:
-                show_preview(service, r.source, collection)
+                show_preview(service, r.source, collection, r, query)
         except ServiceError as exc:
             show_error(exc)
 
 
-def show_preview(service: SearchService, path: str, collection: str) -> None:
-    """The file's text (through the service, which refuses paths outside the indexed folders)."""
+def show_preview(service: SearchService, path: str, collection: str, hit=None, query: str = "") -> None:
+    """The file rendered as the document (through the service, which refuses paths outside the
+    indexed folders), scrolled to ``hit``'s chunk, which is outlined with the query words marked."""
     p = service.preview(path, collection)
-    st.caption(f"{p.path} · {p.file_type}" + (" · first 20,000 characters" if p.truncated else ""))
-    st.code(p.text, language=None, wrap_lines=True, height=320)
+    span = (hit.metadata.get("start", 0), hit.metadata.get("end", 0)) if hit is not None else None
+    st.caption(f"{p.path} · {p.file_type}" + (" · scrolled to the result" if span else ""))
+    st.html(PREVIEW_CSS + document_html(list(p.blocks), span, lambda s: highlight(s, query)) + SCROLL_JS,
+            unsafe_allow_javascript=True)
 
 
 def run_search(service: SearchService, collection: str, query: str, mode: str, k: int, opts: dict):

@@ -27,6 +27,7 @@ from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
 from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
+from .render import document_blocks
 from .services import build_embedder, build_reranker, build_store, index_settings
 from .settings import Settings
 
@@ -104,6 +105,7 @@ class Preview:
     file_type: str
     text: str
     truncated: bool
+    blocks: tuple[tuple[str, str], ...] = ()   # the whole file as typed blocks (app.render.document_blocks)
 
 
 @contextmanager
@@ -340,7 +342,9 @@ class SearchService:
         except ExtractionError as exc:
             raise ServiceError(f"Cannot preview {raw}: {exc.reason}") from exc
         text = doc.text
-        return Preview(str(target), doc.title, doc.file_type, text[:PREVIEW_CHARS], len(text) > PREVIEW_CHARS)
+        blocks = tuple(document_blocks(target, text, doc.file_type))
+        return Preview(str(target), doc.title, doc.file_type, text[:PREVIEW_CHARS], len(text) > PREVIEW_CHARS,
+                       blocks)
 
     # -- indexing ---------------------------------------------------------------------------------
     def index_folder(self, path: str | Path, collection: str | None = None,

@@ -170,11 +170,14 @@ def test_context_and_preview_of_a_hit_and_refusal_outside_the_roots(monkeypatch,
     at.toggle(key=f"ctx_{rid}").set_value(True)
     at.toggle(key=f"pv_{rid}").set_value(True).run()
     assert "No more context: this chunk is the whole file." in texts(at.caption)    # bread.txt is one chunk
-    assert "Knead the dough" in texts(at.code)
+    preview = next(h.value for h in at.html if 'class="doc-preview"' in h.value)   # rendered, not a code box
+    assert '<div class="hit-here" id="hit">' in preview and "<mark>flour</mark>" in preview
+    assert "scrolled to the result" in texts(at.caption)
     at.text_input(key="preview_path").input("/etc/passwd").run()
     assert "outside the indexed folders" in texts(at.error)
     at.text_input(key="preview_path").input(f"{corpus}/notes/../../{corpus.name}/notes/garden.md").run()
-    assert "Tomatoes need full sun" in texts(at.code)
+    garden = [h.value for h in at.html if 'class="doc-preview"' in h.value][-1]
+    assert "<h1>Garden</h1>" in garden and "<p>Tomatoes need full sun" in garden    # Markdown rendered
 
 
 def test_empty_store_says_no_index_then_indexing_from_the_sidebar_works(monkeypatch, tmp_path, corpus):
@@ -286,3 +289,51 @@ def test_context_shows_the_neighbours_only_without_overlaps():
     assert (before, after) == ("one two", "five six")            # not "three" twice, not the hit again
     assert context_around(hit, [hit]) == ("", "")
     assert SearchService.make_filter("", " ", [], None) is None
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def test_snippet_keeps_whole_lines_sentences_and_statements():
+    from app.results import snippet
+
+    text = ("ing another list comprehension. Consider the following example of a matrix:\n\n"
+            ">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n... ]\n\nThe end.")
+    cut = snippet(text, ["matrix"], max_chars=70)
+    assert cut.startswith("… Consider the following example")          # the sentence fragment is dropped
+    assert "[5, 6, 7, 8],\n... ]" in cut and not cut.rstrip(" …").endswith("[")   # the bracket is closed
+    assert snippet(text, ["end"], max_chars=20) == "… The end."
+    assert snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
+
+
+def test_preview_renders_rst_as_the_document_with_the_hit_marked():
+    from app.render import document_blocks, document_html
+    from indexer.extract import extract
+
+    path = SAMPLES / "python-tutorial" / "datastructures.rst"
+    doc = extract(path)
+    blocks = document_blocks(path, doc.text, doc.file_type)
+    assert "\n\n".join(t for _, t in blocks) == doc.text
+    start = doc.text.index("Consider the following example of a 3x4 matrix")
+    page = document_html(blocks, (start, start + 200), lambda s: highlight(s, "matrix"), window=len(doc.text))
+    assert "<h1>Data Structures</h1>" in page and "<h3>Nested List Comprehensions</h3>" in page
+    for markup in (".. _tut-", "****", "::</", ":noindex:"):
+        assert markup not in page
+    hit = page[page.index('<div class="hit-here" id="hit">'):]
+    hit = hit[:hit.index("</div>")]
+    assert "<mark>matrix</mark>" in hit and "<pre><code>&gt;&gt;&gt; <mark>matrix</mark> = [" in hit
+    assert page.count("hit-here") == 1
+
+
+def test_preview_renders_html_headings_and_escapes_everything(tmp_path):
+    from app.render import document_blocks, document_html
+    from indexer.extract import extract
+
+    path = tmp_path / "page.html"
+    path.write_text('<html><body><div class="related" role="navigation">Next | Previous</div>'
+                    '<h1>Title<a class="headerlink" href="#t">¶</a></h1><p>Use &lt;script&gt; tags.</p>'
+                    "<pre>x = 1\n</pre></body></html>")
+    doc = extract(path)
+    page = document_html(document_blocks(path, doc.text, doc.file_type))
+    assert page == ('<div class="doc-preview"><h1>Title</h1><p>Use &lt;script&gt; tags.</p>'
+                    "<pre><code>x = 1</code></pre></div>")
