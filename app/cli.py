@@ -99,12 +99,12 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
+    # transformers reads this when it is imported (importing it here cost a second on every command)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def parse_filter(items: list[str]):
@@ -157,6 +157,7 @@ def cmd_index(args, settings: Settings) -> int:
 def cmd_search(args, settings: Settings) -> int:
     from indexer.search import Searcher, collection_meta_or_raise
 
+    from .results import query_terms, snippet
     from .services import build_embedder, build_reranker, build_store, check_model
 
     flt = parse_filter(args.filter) if args.filter else None
@@ -164,10 +165,15 @@ def cmd_search(args, settings: Settings) -> int:
     store = build_store(settings)
     try:
         collection_meta_or_raise(store, settings.collection)      # before any model loads
-        check_model(settings, store)
-        searcher = Searcher(build_embedder(settings), store, settings.collection,
-                            build_reranker(settings) if rerank else None)
-        response = searcher.search(args.query, k=args.k, mode=args.mode or settings.mode, task=args.task or settings.task,
+        mode = args.mode or settings.mode
+        # BM25 needs no model: a sparse search loads none (not even torch); the others read the
+        # model's config first (refusing a mismatch in a second) and its weights when embedding
+        needs_model = mode != "sparse" or rerank
+        if needs_model:
+            check_model(settings, store)
+        searcher = Searcher(build_embedder(settings, lazy=True) if needs_model else None, store,
+                            settings.collection, build_reranker(settings) if rerank else None)
+        response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
                                    instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)
     finally:
         store.close()
@@ -179,10 +185,11 @@ def cmd_search(args, settings: Settings) -> int:
           f"score = {response.score_kind})")
     for r in response.results:
         meta = r.metadata
-        snippet = " ".join(r.text.split())[:200]
+        shown = " ".join(snippet(r.text, query_terms(args.query), max_chars=240,
+                                 mid_file=meta.get("chunk_index", 0) > 0).split())
         print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {meta.get('source')} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
-              f"chars {meta.get('start')}-{meta.get('end')}]\n     {snippet}")
+              f"chars {meta.get('start')}-{meta.get('end')}]\n     {shown}")
     return EXIT_OK
 
 

@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from indexer.store import (
-    CollectionNotFound,
-    CollectionOptions,
-    EdgeStore,
-    QdrantClientStore,
-    StoreError,
-    VectorStore,
-)
+from typing import TYPE_CHECKING
+
+from indexer.store import CollectionNotFound, EdgeStore, StoreError, VectorStore
+
+if TYPE_CHECKING:
+    from indexer.store import CollectionOptions
 
 from .settings import Settings
 
@@ -115,6 +113,8 @@ def open_target(
 ) -> VectorStore:
     """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``."""
     if spec.startswith(("http://", "https://")):
+        from indexer.store.client import QdrantClientStore
+
         return QdrantClientStore.connect(spec, api_key=api_key, options=options)
     kind, _, rest = spec.partition(":")
     if kind not in ("path", "edge") or not rest:
@@ -125,6 +125,8 @@ def open_target(
     if kind == "edge":
         return EdgeStore(folder)
     from qdrant_client import QdrantClient
+
+    from indexer.store.client import QdrantClientStore
 
     try:
         client = QdrantClient(path=str(folder))

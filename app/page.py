@@ -59,7 +59,7 @@ CSS = """<style>
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def _embedder(key: str, _settings: Settings):
-    return build_embedder(_settings)
+    return build_embedder(_settings, lazy=True)
 
 
 @st.cache_resource(show_spinner="Opening the index…")

@@ -1,10 +1,20 @@
-"""How a result's text is cut for its card: whole lines and sentences, never half a statement."""
+"""How a result's text is cut for its card (and the CLI's listing): whole lines and sentences, never half a statement."""
 
 from __future__ import annotations
 
 import re
 
 SNIPPET_CHARS = 700
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i in is it of on or the to what when where "
+    "which who why with".split()
+)
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of ``query`` worth highlighting (2+ characters, no stopwords), in order, unique."""
+    words = (w.lower() for w in re.findall(r"\w+", query))
+    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=\S)")
 _OPEN, _CLOSE = "([{", ")]}"
 

@@ -28,6 +28,7 @@ from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchF
 from indexer.walk import is_under
 
 from .render import document_blocks
+from .results import query_terms  # noqa: F401 (part of this module's interface)
 from .services import build_embedder, build_reranker, build_store, index_settings
 from .settings import Settings
 
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 PREVIEW_CHARS = 20_000
 MAX_FOLDERS = 500
 _OPTION_FIELDS = ["metadata.file_type", "metadata.dirs", "metadata.root"]
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i in is it of on or the to what when where "
-    "which who why with".split()
-)
 
 
 class ServiceError(Exception):
@@ -125,12 +122,6 @@ def friendly_errors() -> Iterator[None]:
         raise ServiceError(f"The embedding model cannot be used: {exc}") from exc
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-
-
-def query_terms(query: str) -> list[str]:
-    """Words of ``query`` worth highlighting (2+ characters, no stopwords), in order, unique."""
-    words = (w.lower() for w in re.findall(r"\w+", query))
-    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
 
 
 def highlight(text: str, query: str) -> str:

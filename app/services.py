@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from embedder import Embedder, describe_model
+from typing import TYPE_CHECKING
+
 from indexer.collection import check_compatible
 from indexer.pipeline import Indexer, IndexSettings, chunk_sizes
 from indexer.rerank import Reranker
@@ -10,8 +11,20 @@ from indexer.store import VectorStore, open_store
 
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from embedder import Embedder
 
-def build_embedder(settings: Settings) -> Embedder:
+# The embedder package loads torch and transformers (seconds) when a model is built or described,
+# not when this module is imported: commands that need no model start without them.
+
+
+def build_embedder(settings: Settings, *, lazy: bool = False) -> Embedder:
+    """The query/document model; ``lazy``: read its config and tokenizer now and its weights on
+    first embed (searching in sparse mode never loads them)."""
+    from embedder import Embedder, LazyEmbedder
+
+    if lazy:
+        return LazyEmbedder(settings.embedder_config())
     return Embedder.from_config(settings.embedder_config())
 
 
@@ -22,12 +35,16 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
     meta = None if recreate else store.collection_meta(settings.collection)
     if meta is None:
         return
+    from embedder import describe_model
+
     info = describe_model(settings.embedder_config())
     check_compatible(settings.collection, meta, info.fingerprint,
                      chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap))
 
 
 def build_reranker(settings: Settings) -> Reranker:
+    from embedder import Embedder
+
     return Reranker(Embedder.from_config(settings.reranker_config()), settings.rerank_depth)
 
 

@@ -12,8 +12,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 COMPATIBLE_FIELDS = ("model_id", "adapter_id", "pooling", "max_length", "normalize", "document_prefix", "dim")
 _SAMPLE_BYTES = 1 << 20
@@ -88,6 +90,8 @@ def weights_id(model_dir: Path, gguf_file: str | None = None) -> str:
 
 def parameters_id(model: torch.nn.Module) -> str:
     """Identity of an in-memory model: a hash of (a sample of) every parameter's values."""
+    import torch
+
     digest = hashlib.sha256()
     for name, param in sorted(model.state_dict().items()):
         flat = param.detach().reshape(-1)

@@ -25,7 +25,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from embedder import Embedder, ModelInfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedder import Embedder, ModelInfo
 
 from .chunking import chunk_text
 from .collection import check_compatible, collection_meta

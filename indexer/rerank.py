@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedder import Embedder
 
 if TYPE_CHECKING:
+    from embedder import Embedder
     from .search import SearchResult
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_RERANK_MODEL, depth: int = DEFAULT_RERANK_DEPTH,
                         **settings) -> Reranker:
+        from embedder import Embedder
+
         return cls(Embedder.from_pretrained(model, **settings), depth)
 
     def order(self, query: str, texts: Sequence[str], *, task: str | None = None,

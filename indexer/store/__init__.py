@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.store.base import (
     DEFAULT_FUSION,
@@ -30,10 +31,27 @@ from indexer.store.base import (
     VectorStore,
     score_kind,
 )
-from indexer.store.client import CollectionOptions, QdrantClientStore, collection_config
 from indexer.store.edge import EdgeStore
+from indexer.store.options import CollectionOptions
 from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
 from indexer.store.sparse import bm25_fingerprint
+
+if TYPE_CHECKING:
+    from indexer.store.client import QdrantClientStore, collection_config
+
+#: The server backend's names, imported on first use: qdrant-client takes about a second to
+#: import and the embedded store does not need it.
+_CLIENT_NAMES = frozenset({"QdrantClientStore", "collection_config"})
+
+
+def __getattr__(name: str):
+    if name in _CLIENT_NAMES:
+        from indexer.store import client
+
+        value = getattr(client, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +100,8 @@ def open_store(
     held by another process.
     """
     if url:
+        from indexer.store.client import QdrantClientStore
+
         return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout, options=options)
     if options is not None and not options.is_default():
         log.warning(
