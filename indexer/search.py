@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from embedder import Embedder
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
 from .rerank import Reranker
 from .store import DEFAULT_MODE, MODES, Hit, SearchFilter, VectorStore, score_kind
+
+if TYPE_CHECKING:
+    from embedder import Embedder
 
 
 
