@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,11 @@ def test_gpu_packed_tiny_runs_every_row(bench_env):
 def test_packed_cpu_runs(bench_env):
     out, _ = run("packed_cpu.py", "--quick", env=bench_env)
     assert "| all-MiniLM-L6-v2 (default)" in out and "| random Mistral" in out
+
+
+@pytest.mark.slow
+def test_startup_runs(bench_env):
+    out, _ = run("startup.py", "--repeat", "1", "--no-page", env=bench_env)
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (\S.*?)\s+(\d+\.\d+) s$", out, re.MULTILINE)}
+    assert set(rows) == {"python -c pass", "rag status", "rag search --mode sparse", "rag search --mode dense"}
+    assert all(seconds > 0 for seconds in rows.values())
