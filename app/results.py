@@ -24,7 +24,8 @@ def _units(text: str) -> list[tuple[int, int]]:
     units, pos = [], 0
     for line in text.split("\n"):
         start = pos
-        for m in _SENTENCE_END.finditer(line):
+        code = line.startswith((" ", "\t", ">>>", "..."))    # code and sessions: whole lines only
+        for m in () if code else _SENTENCE_END.finditer(line):
             units.append((start, pos + m.start()))
             start = pos + m.end()
         units.append((start, pos + len(line)))
@@ -34,6 +35,11 @@ def _units(text: str) -> list[tuple[int, int]]:
 
 def _depth(text: str) -> int:
     return sum(text.count(c) for c in _OPEN) - sum(text.count(c) for c in _CLOSE)
+
+
+def _continues(unit: str) -> bool:
+    """A ``...`` continuation line of an interactive session: part of the statement above."""
+    return unit.startswith("...") and not unit.startswith("....")
 
 
 def _looks_like_a_start(unit: str) -> bool:
@@ -47,7 +53,8 @@ def snippet(text: str, terms: list[str], *, max_chars: int = SNIPPET_CHARS, mid_
     The window of lines/sentences (at most ``max_chars``, unless one alone is longer) holding the
     most query ``terms`` is chosen (on a tie, one that starts like a sentence or a statement, then
     the earliest); it is widened until its brackets
-    close, so ``>>> matrix = [`` is not left open. A chunk from the middle of a file
+    close and its ``...`` continuation lines end, so neither ``>>> matrix = [`` nor
+    ``>>> for i in range(4):`` is left open. A chunk from the middle of a file
     (``mid_file``) that starts inside a sentence drops that fragment. ``…`` marks what was cut.
     """
     units = _units(text)
@@ -66,8 +73,8 @@ def snippet(text: str, terms: list[str], *, max_chars: int = SNIPPET_CHARS, mid_
         if key > best_key:
             best, best_key = (i, j), key
     i, j = best
-    while j + 1 < len(units) and _depth(text[units[i][0]:units[j][1]]) > 0 \
-            and units[j + 1][1] - units[i][0] <= 2 * max_chars:
+    while j + 1 < len(units) and units[j + 1][1] - units[i][0] <= 2 * max_chars and (
+            _depth(text[units[i][0]:units[j][1]]) > 0 or _continues(text[units[j + 1][0]:units[j + 1][1]])):
         j += 1
     start, end = units[i][0], units[j][1]
     out = text[start:end].strip()

@@ -303,6 +303,8 @@ def test_snippet_keeps_whole_lines_sentences_and_statements():
     assert cut.startswith("… Consider the following example")          # the sentence fragment is dropped
     assert "[5, 6, 7, 8],\n... ]" in cut and not cut.rstrip(" …").endswith("[")   # the bracket is closed
     assert snippet(text, ["end"], max_chars=20) == "… The end."
+    loop = "Intro line.\n>>> for i in range(4):\n...     print(i)\n...\nMore text here."
+    assert snippet(loop, ["for"], max_chars=30) == "… >>> for i in range(4):\n...     print(i)\n... …"
     assert snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
 
 
