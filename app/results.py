@@ -43,6 +43,8 @@ def _continues(unit: str) -> bool:
 
 
 def _looks_like_a_start(unit: str) -> bool:
+    if _depth(unit) < 0:    # closes a bracket opened before it: the tail of a statement
+        return False
     first = unit.lstrip()[:1]
     return bool(first) and (first.isupper() or first.isdigit() or unit.lstrip().startswith((">>>", "#", "-", "*", "$")))
 

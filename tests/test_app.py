@@ -306,6 +306,7 @@ def test_snippet_keeps_whole_lines_sentences_and_statements():
     loop = "Intro line.\n>>> for i in range(4):\n...     print(i)\n...\nMore text here."
     assert snippet(loop, ["for"], max_chars=30) == "… >>> for i in range(4):\n...     print(i)\n... …"
     assert snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
+    assert snippet("2, 3, 1, 4]\n>>> a.sort()\n>>> a", ["sort"]) == "… >>> a.sort()\n>>> a"   # a line's tail
 
 
 def test_preview_renders_rst_as_the_document_with_the_hit_marked():
