@@ -99,12 +99,9 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # transformers reads this when it is imported (importing it here cost a second on every command)
+    # transformers reads this when it is first imported (only by commands that load a model):
+    # no "Loading weights" bar over the CLI's own output
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
 
 def parse_filter(items: list[str]):
@@ -157,7 +154,7 @@ def cmd_index(args, settings: Settings) -> int:
 def cmd_search(args, settings: Settings) -> int:
     from indexer.search import Searcher, collection_meta_or_raise
 
-    from .results import query_terms, snippet
+    from .service import snippet
     from .services import build_embedder, build_reranker, build_store, check_model
 
     flt = parse_filter(args.filter) if args.filter else None
@@ -185,11 +182,10 @@ def cmd_search(args, settings: Settings) -> int:
           f"score = {response.score_kind})")
     for r in response.results:
         meta = r.metadata
-        shown = " ".join(snippet(r.text, query_terms(args.query), max_chars=240,
-                                 mid_file=meta.get("chunk_index", 0) > 0).split())
+        lines = "".join(f"\n     {line}" for line in snippet(r.text))
         print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {meta.get('source')} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
-              f"chars {meta.get('start')}-{meta.get('end')}]\n     {shown}")
+              f"chars {meta.get('start')}-{meta.get('end')}]{lines}")
     return EXIT_OK
 
 

@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from typing import TYPE_CHECKING
-
-from indexer.store import CollectionNotFound, EdgeStore, StoreError, VectorStore
-
-if TYPE_CHECKING:
-    from indexer.store import CollectionOptions
+from indexer.store import (
+    CollectionNotFound,
+    CollectionOptions,
+    EdgeStore,
+    StoreError,
+    VectorStore,
+)
 
 from .settings import Settings
 
@@ -112,9 +113,9 @@ def open_target(
     source_dir: Path | None = None,
 ) -> VectorStore:
     """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``."""
-    if spec.startswith(("http://", "https://")):
-        from indexer.store.client import QdrantClientStore
+    from indexer.store.client import QdrantClientStore
 
+    if spec.startswith(("http://", "https://")):
         return QdrantClientStore.connect(spec, api_key=api_key, options=options)
     kind, _, rest = spec.partition(":")
     if kind not in ("path", "edge") or not rest:
@@ -125,8 +126,6 @@ def open_target(
     if kind == "edge":
         return EdgeStore(folder)
     from qdrant_client import QdrantClient
-
-    from indexer.store.client import QdrantClientStore
 
     try:
         client = QdrantClient(path=str(folder))

@@ -22,11 +22,11 @@ from app.service import (  # noqa: E402
     SearchService,
     ServiceError,
     highlight,
+    query_terms,
     context_around,
 )
-from app.render import PREVIEW_CSS, SCROLL_JS, document_html  # noqa: E402
-from app.results import snippet  # noqa: E402
-from app.service import query_terms  # noqa: E402
+from app.render import preview_html  # noqa: E402
+from app.results import card_snippet  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
@@ -59,7 +59,7 @@ CSS = """<style>
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def _embedder(key: str, _settings: Settings):
-    return build_embedder(_settings, lazy=True)
+    return build_embedder(_settings, lazy=True)     # weights load on the first dense/hybrid query
 
 
 @st.cache_resource(show_spinner="Opening the index…")
@@ -144,7 +144,7 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
     and preview toggles."""
     meta = r.metadata
     more = bool(st.session_state.get(f"ctx_{r.id}"))   # with its context the whole chunk is shown
-    text = r.text if more else snippet(r.text, query_terms(query), mid_file=meta.get("chunk_index", 0) > 0)
+    text = r.text if more else card_snippet(r.text, query_terms(query), mid_file=meta.get("chunk_index", 0) > 0)
     with st.container(border=True, key=f"hit-{r.rank}"):
         st.html(f'<div class="hit"><div class="hit-head"><span class="hit-title">{r.rank}. '
                 f'{html.escape(r.title)}</span><span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
@@ -165,19 +165,26 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
                             f'</div><div class="hit-gap">⋯ the result above ⋯</div>'
                             f'<div class="hit-ctx">{highlight(after, query) or "(end of file)"}</div></div>')
             if preview:
-                show_preview(service, r.source, collection, r, query)
+                show_preview(service, r.source, collection, r)
         except ServiceError as exc:
             show_error(exc)
 
 
-def show_preview(service: SearchService, path: str, collection: str, hit=None, query: str = "") -> None:
-    """The file rendered as the document (through the service, which refuses paths outside the
-    indexed folders), scrolled to ``hit``'s chunk, which is outlined with the query words marked."""
+PREVIEW_FRAME = """<style>
+body {{font-family: system-ui, sans-serif; font-size: 14px; line-height: 1.5; margin: .5rem; color: #1f2937}}
+pre {{background: #f3f4f6; padding: .5rem; overflow-x: auto}} mark {{background: #fde68a}}
+</style><div class="doc">{body}</div>
+<script>const hit = document.getElementById("hit"); if (hit) hit.scrollIntoView({{block: "center"}});</script>"""
+
+
+def show_preview(service: SearchService, path: str, collection: str, hit=None) -> None:
+    """The file rendered as a document (through the service, which refuses paths outside the indexed
+    folders); from a result card, scrolled to the result's text, which is highlighted."""
     p = service.preview(path, collection)
-    span = (hit.metadata.get("start", 0), hit.metadata.get("end", 0)) if hit is not None else None
-    st.caption(f"{p.path} · {p.file_type}" + (" · scrolled to the result" if span else ""))
-    st.html(PREVIEW_CSS + document_html(list(p.blocks), span, lambda s: highlight(s, query)) + SCROLL_JS,
-            unsafe_allow_javascript=True)
+    st.caption(f"{p.path} · {p.file_type}" + (" · first 20,000 characters" if p.truncated else ""))
+    meta = hit.metadata if hit is not None else {}
+    body = preview_html(p.text, p.file_type, meta.get("start"), meta.get("end"))
+    st.iframe(PREVIEW_FRAME.format(body=body), height=360)
 
 
 def run_search(service: SearchService, collection: str, query: str, mode: str, k: int, opts: dict):

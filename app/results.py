@@ -1,20 +1,10 @@
-"""How a result's text is cut for its card (and the CLI's listing): whole lines and sentences, never half a statement."""
+"""How a result's text is cut for its card on the page: whole lines and sentences, never half a statement."""
 
 from __future__ import annotations
 
 import re
 
 SNIPPET_CHARS = 700
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i in is it of on or the to what when where "
-    "which who why with".split()
-)
-
-
-def query_terms(query: str) -> list[str]:
-    """Words of ``query`` worth highlighting (2+ characters, no stopwords), in order, unique."""
-    words = (w.lower() for w in re.findall(r"\w+", query))
-    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+(?=\S)")
 _OPEN, _CLOSE = "([{", ")]}"
 
@@ -49,7 +39,7 @@ def _looks_like_a_start(unit: str) -> bool:
     return bool(first) and (first.isupper() or first.isdigit() or unit.lstrip().startswith((">>>", "#", "-", "*", "$")))
 
 
-def snippet(text: str, terms: list[str], *, max_chars: int = SNIPPET_CHARS, mid_file: bool = True) -> str:
+def card_snippet(text: str, terms: list[str], *, max_chars: int = SNIPPET_CHARS, mid_file: bool = True) -> str:
     """The part of a chunk shown on its card: whole lines and sentences only.
 
     The window of lines/sentences (at most ``max_chars``, unless one alone is longer) holding the

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from embedder import Embedder, EmbedderError
+from embedder import EmbedderError
 from indexer.extract import ExtractionError, extract
 from indexer.pipeline import Indexer, IndexReport
 from indexer.rerank import Reranker
@@ -27,16 +28,21 @@ from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
 from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
-from .render import document_blocks
-from .results import query_terms  # noqa: F401 (part of this module's interface)
 from .services import build_embedder, build_reranker, build_store, index_settings
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from embedder import Embedder
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 20_000
 MAX_FOLDERS = 500
 _OPTION_FIELDS = ["metadata.file_type", "metadata.dirs", "metadata.root"]
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i in is it of on or the to what when where "
+    "which who why with".split()
+)
 
 
 class ServiceError(Exception):
@@ -102,7 +108,6 @@ class Preview:
     file_type: str
     text: str
     truncated: bool
-    blocks: tuple[tuple[str, str], ...] = ()   # the whole file as typed blocks (app.render.document_blocks)
 
 
 @contextmanager
@@ -122,6 +127,44 @@ def friendly_errors() -> Iterator[None]:
         raise ServiceError(f"The embedding model cannot be used: {exc}") from exc
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of ``query`` worth highlighting (2+ characters, no stopwords), in order, unique."""
+    words = (w.lower() for w in re.findall(r"\w+", query))
+    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in _STOPWORDS))
+
+
+_SENTENCE_END = re.compile(r"[.!?;:](?=\s|$)")
+
+
+def snippet(text: str, limit: int = 240, max_lines: int = 6) -> list[str]:
+    """The start of ``text`` as whole lines (code stays line by line, indented as it was), about
+    ``limit`` characters and at most ``max_lines`` lines.
+
+    A line that does not fit is cut at its last sentence end, else at a word, and marked ``…``;
+    never in the middle of a word.
+    """
+    lines = [re.sub(r"(?<=\S)\s+", " ", line.rstrip()) for line in text.splitlines()]
+    out: list[str] = []
+    room = limit
+    for line in filter(None, lines):
+        if len(out) == max_lines:
+            out[-1] += " …"
+            break
+        if len(line) <= room:
+            out.append(line)
+            room -= len(line)
+            continue
+        if not out or room >= limit // 3:
+            head = line[:room]
+            ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+            cut = ends[-1] if ends and ends[-1] >= room // 2 else head.rfind(" ")
+            out.append((line[:cut] if cut > 0 else head).rstrip() + " …")
+        elif out:
+            out[-1] += " …"
+        break
+    return out
 
 
 def highlight(text: str, query: str) -> str:
@@ -333,9 +376,7 @@ class SearchService:
         except ExtractionError as exc:
             raise ServiceError(f"Cannot preview {raw}: {exc.reason}") from exc
         text = doc.text
-        blocks = tuple(document_blocks(target, text, doc.file_type))
-        return Preview(str(target), doc.title, doc.file_type, text[:PREVIEW_CHARS], len(text) > PREVIEW_CHARS,
-                       blocks)
+        return Preview(str(target), doc.title, doc.file_type, text[:PREVIEW_CHARS], len(text) > PREVIEW_CHARS)
 
     # -- indexing ---------------------------------------------------------------------------------
     def index_folder(self, path: str | Path, collection: str | None = None,

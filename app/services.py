@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from indexer.collection import check_compatible
-from indexer.pipeline import Indexer, IndexSettings, chunk_sizes
-from indexer.rerank import Reranker
 from indexer.store import VectorStore, open_store
 
 from .settings import Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:       # loaded when a factory runs: torch and transformers take seconds to import
     from embedder import Embedder
-
-# The embedder package loads torch and transformers (seconds) when a model is built or described,
-# not when this module is imported: commands that need no model start without them.
+    from indexer.pipeline import Indexer, IndexSettings
+    from indexer.rerank import Reranker
 
 
 def build_embedder(settings: Settings, *, lazy: bool = False) -> Embedder:
     """The query/document model; ``lazy``: read its config and tokenizer now and its weights on
-    first embed (searching in sparse mode never loads them)."""
+    first embed (:class:`embedder.LazyEmbedder`; a sparse search never loads them)."""
     from embedder import Embedder, LazyEmbedder
 
     if lazy:
@@ -32,11 +28,13 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
     """Refuse a model that cannot match the collection before its weights are loaded (seconds to
     minutes): the fingerprint and chunk sizes come from the model's config and tokenizer alone.
     Nothing to check when the collection does not exist yet (or ``recreate`` will drop it)."""
+    from embedder import describe_model
+    from indexer.collection import check_compatible
+    from indexer.pipeline import chunk_sizes
+
     meta = None if recreate else store.collection_meta(settings.collection)
     if meta is None:
         return
-    from embedder import describe_model
-
     info = describe_model(settings.embedder_config())
     check_compatible(settings.collection, meta, info.fingerprint,
                      chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap))
@@ -44,6 +42,7 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
 
 def build_reranker(settings: Settings) -> Reranker:
     from embedder import Embedder
+    from indexer.rerank import Reranker
 
     return Reranker(Embedder.from_config(settings.reranker_config()), settings.rerank_depth)
 
@@ -56,6 +55,8 @@ def build_store(settings: Settings) -> VectorStore:
 
 
 def index_settings(settings: Settings) -> IndexSettings:
+    from indexer.pipeline import IndexSettings
+
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
                          max_bytes=int(settings.max_file_mb * 1024 * 1024))
 
@@ -67,4 +68,6 @@ def build_indexer(settings: Settings, store: VectorStore) -> Indexer:
 
         return RayIndexer(settings.embedder_config(), store, settings.collection, index_settings(settings),
                           workers=settings.workers, address=settings.ray_address)
+    from indexer.pipeline import Indexer
+
     return Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))

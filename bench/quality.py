@@ -153,9 +153,10 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
         try:
             with EvalCollection(store, cids, ctexts, cvecs) as coll:
                 by_mode = {}
+                store.fusion = "rrf"           # the offline grid below recomputes RRF: compare like with like
                 for mode in ("dense", "sparse", "hybrid"):
                     by_mode[mode] = coll.rankings(qids, qtexts, qvecs, mode, CHUNK_DEPTH)
-                    row(f"chunks {mode}", chunked.pool(by_mode[mode]))
+                    row(f"chunks {mode}" + (" (rrf)" if mode == "hybrid" else ""), chunked.pool(by_mode[mode]))
                     row(f"chunks {mode}, pooled by rrf", chunked.pool(by_mode[mode], how="rrf"))
                 store.fusion = "dbsf"
                 row("chunks hybrid (dbsf)", chunked.pool(coll.rankings(qids, qtexts, qvecs, "hybrid", CHUNK_DEPTH)))

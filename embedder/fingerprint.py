@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+
 COMPATIBLE_FIELDS = ("model_id", "adapter_id", "pooling", "max_length", "normalize", "document_prefix", "dim")
 _SAMPLE_BYTES = 1 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")

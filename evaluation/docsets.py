@@ -33,6 +33,7 @@ from pathlib import Path
 
 from finetune.beir import BeirDataset, write_beir
 from indexer.extract import ExtractionError, extract
+from indexer.extract.rst import clean_rst_inline as rst_inline
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ _MD_HEADING = re.compile(r"^#{1,6}\s+(\S.*?)\s*#*\s*$")
 #: Pages that list other pages (indexes, search, the module index that shows the synopses).
 _SKIP_PAGES = re.compile(r"(^|/)(genindex[^/]*|py-modindex|search|contents|modindex)\.html$")
 _SYNOPSIS = re.compile(r"^\s*:synopsis:\s*(.+?)\s*$((?:\n\s{4,}(?!:)\S.*$)*)", re.MULTILINE)
-_ROLE = re.compile(r":[a-z:]+:`(?:[^`<]*<)?[~!]?([^`>]+)>?`")
-_PEP = re.compile(r":(pep|rfc):`(\d+)`")
 #: Section numbers that Sphinx puts before a title: "9.3. ", "B. ", "4.8.19. ".
 _NUMBERING = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)*\.?|[A-Z]\.(?:[0-9]+\.)*)\s+")
 _MIN_WORDS_QUERY = 3
@@ -63,10 +62,8 @@ def _require(root: Path, package: str) -> None:
 
 
 def clean_rst_inline(text: str) -> str:
-    """``"Access to :func:`os.stat` results"`` -> ``"Access to os.stat results"``."""
-    text = _PEP.sub(lambda m: f"{m.group(1).upper()} {m.group(2)}", text)
-    text = _ROLE.sub(r"\1", text)
-    return " ".join(text.replace("``", "").replace("\\", "").replace("*", "").split())
+    """``"Access to :func:`os.stat` results"`` -> ``"Access to os.stat results"``, on one line."""
+    return " ".join(rst_inline(text).split())
 
 
 def python_synopses(root: Path = PYTHON_DOCS) -> Iterator[tuple[str, str]]:

@@ -18,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from embedder import Embedder
+
     from .search import SearchResult
 
 log = logging.getLogger(__name__)

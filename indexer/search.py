@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
-from .rerank import Reranker
 from .store import DEFAULT_MODE, MODES, Hit, SearchFilter, VectorStore, score_kind
 
 if TYPE_CHECKING:
     from embedder import Embedder
+
+    from .rerank import Reranker
 
 
 
@@ -91,8 +92,9 @@ class Searcher:
     def check(self) -> dict:
         """The collection's metadata; raises :class:`NoIndex` or :class:`CollectionMismatch`."""
         meta = collection_meta_or_raise(self.store, self.collection)
-        if not self._checked and self.embedder is not None:
-            check_compatible(self.collection, meta, self.embedder.fingerprint)
+        if not self._checked:
+            if self.embedder is not None:
+                check_compatible(self.collection, meta, self.embedder.fingerprint)
             self._checked = True
         return meta
 

@@ -19,6 +19,7 @@ from app.service import (
     StoreUnavailable,
     highlight,
     context_around,
+    snippet,
 )
 from app.services import build_embedder, index_settings
 from app.settings import Settings
@@ -91,6 +92,11 @@ def hit_sources(at: AppTest) -> list[str]:
     """Source paths of the rendered hits, in rank order."""
     return [re.search(r'class="hit-source">([^<]+?) · chunk', h.value).group(1)
             for h in at.html if 'class="hit"' in h.value]
+
+
+def previews(at: AppTest) -> list[str]:
+    """The HTML of the page's preview frames (``st.iframe``)."""
+    return [e.proto.srcdoc for e in at.get("iframe")]
 
 
 def texts(elements) -> str:
@@ -170,14 +176,13 @@ def test_context_and_preview_of_a_hit_and_refusal_outside_the_roots(monkeypatch,
     at.toggle(key=f"ctx_{rid}").set_value(True)
     at.toggle(key=f"pv_{rid}").set_value(True).run()
     assert "No more context: this chunk is the whole file." in texts(at.caption)    # bread.txt is one chunk
-    preview = next(h.value for h in at.html if 'class="doc-preview"' in h.value)   # rendered, not a code box
-    assert '<div class="hit-here" id="hit">' in preview and "<mark>flour</mark>" in preview
-    assert "scrolled to the result" in texts(at.caption)
+    frames = previews(at)
+    assert len(frames) == 1 and '<mark id="hit">Baking bread' in frames[0] and "Knead the dough" in frames[0]
+    assert "scrollIntoView" in frames[0]                          # the page scrolls to the hit
     at.text_input(key="preview_path").input("/etc/passwd").run()
     assert "outside the indexed folders" in texts(at.error)
     at.text_input(key="preview_path").input(f"{corpus}/notes/../../{corpus.name}/notes/garden.md").run()
-    garden = [h.value for h in at.html if 'class="doc-preview"' in h.value][-1]
-    assert "<h1>Garden</h1>" in garden and "<p>Tomatoes need full sun" in garden    # Markdown rendered
+    assert "<h1>Garden</h1>" in previews(at)[-1] and "Tomatoes need full sun" in previews(at)[-1]  # rendered
 
 
 def test_empty_store_says_no_index_then_indexing_from_the_sidebar_works(monkeypatch, tmp_path, corpus):
@@ -278,6 +283,19 @@ def test_highlight_escapes_before_marking():
     assert highlight("<script>x</script>", "the of") == "&lt;script&gt;x&lt;/script&gt;"
 
 
+def test_snippets_end_at_line_sentence_or_word_boundaries():
+    code = ">>> matrix = [\n...     [1, 2, 3, 4],\n... ]\n" * 4
+    lines = snippet(code)
+    assert lines[:3] == [">>> matrix = [", "... [1, 2, 3, 4],", "... ]"]     # whole lines, one per line
+    assert len(lines) == 6 and lines[-1].endswith(" …")
+    prose = "Lists are mutable. " * 10 + "Tuples are not."
+    cut = snippet(prose, limit=100)
+    assert len(cut) == 1 and cut[0].endswith("mutable. …") and len(cut[0]) <= 102   # at a sentence end
+    words = snippet("supercalifragilistic " * 30, limit=50)[0]
+    assert words.endswith("supercalifragilistic …")                              # never mid-word
+    assert snippet("Short.") == ["Short."]
+
+
 def test_context_shows_the_neighbours_only_without_overlaps():
     text = "one two three four five six"
 
@@ -291,52 +309,34 @@ def test_context_shows_the_neighbours_only_without_overlaps():
     assert SearchService.make_filter("", " ", [], None) is None
 
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+def test_preview_renders_the_document_safely_with_the_hit_marked():
+    from app.render import preview_html
+
+    md = "# Title\n\nSome *text* <script>alert(1)</script>.\n\n    code line\n"
+    out = preview_html(md, "md", md.index("Some"), md.index("Some") + 4)
+    assert "<h1>Title</h1>" in out and "<em>text</em>" in out and '<mark id="hit">Some</mark>' in out
+    assert "<script>" not in out and "&lt;script&gt;" in out              # raw HTML is shown, not run
+    plain = "Intro line\nsecond line\n\n    >>> x = 1\n    >>> x\n\nEnd <b>."
+    out = preview_html(plain, "rst", 0, 5)
+    assert out.startswith('<p><mark id="hit">Intro</mark> line<br>second line</p>')
+    assert "<pre>    &gt;&gt;&gt; x = 1\n    &gt;&gt;&gt; x</pre>" in out and "End &lt;b&gt;." in out
+    assert preview_html("abc", "txt") == "<p>abc</p>"                        # no hit: nothing marked
+    two = "First para.\n\nSecond para."
+    assert preview_html(two, "txt", 0, len(two)) == ('<p><mark id="hit">First para.</mark></p>\n'
+                                                     "<p><mark>Second para.</mark></p>")   # one mark per block
 
 
-def test_snippet_keeps_whole_lines_sentences_and_statements():
-    from app.results import snippet
+def test_card_snippet_keeps_whole_lines_sentences_and_statements():
+    from app.results import card_snippet
 
     text = ("ing another list comprehension. Consider the following example of a matrix:\n\n"
             ">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n... ]\n\nThe end.")
-    cut = snippet(text, ["matrix"], max_chars=70)
+    cut = card_snippet(text, ["matrix"], max_chars=70)
     assert cut.startswith("… Consider the following example")          # the sentence fragment is dropped
     assert "[5, 6, 7, 8],\n... ]" in cut and not cut.rstrip(" …").endswith("[")   # the bracket is closed
-    assert snippet(text, ["end"], max_chars=20) == "… The end."
+    assert card_snippet(text, ["end"], max_chars=20) == "… The end."
     loop = "Intro line.\n>>> for i in range(4):\n...     print(i)\n...\nMore text here."
-    assert snippet(loop, ["for"], max_chars=30) == "… >>> for i in range(4):\n...     print(i)\n... …"
-    assert snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
-    assert snippet("2, 3, 1, 4]\n>>> a.sort()\n>>> a", ["sort"]) == "… >>> a.sort()\n>>> a"   # a line's tail
+    assert card_snippet(loop, ["for"], max_chars=30) == "… >>> for i in range(4):\n...     print(i)\n... …"
+    assert card_snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
+    assert card_snippet("2, 3, 1, 4]\n>>> a.sort()\n>>> a", ["sort"]) == "… >>> a.sort()\n>>> a"   # a line's tail
 
-
-def test_preview_renders_rst_as_the_document_with_the_hit_marked():
-    from app.render import document_blocks, document_html
-    from indexer.extract import extract
-
-    path = SAMPLES / "python-tutorial" / "datastructures.rst"
-    doc = extract(path)
-    blocks = document_blocks(path, doc.text, doc.file_type)
-    assert "\n\n".join(t for _, t in blocks) == doc.text
-    start = doc.text.index("Consider the following example of a 3x4 matrix")
-    page = document_html(blocks, (start, start + 200), lambda s: highlight(s, "matrix"), window=len(doc.text))
-    assert "<h1>Data Structures</h1>" in page and "<h3>Nested List Comprehensions</h3>" in page
-    for markup in (".. _tut-", "****", "::</", ":noindex:"):
-        assert markup not in page
-    hit = page[page.index('<div class="hit-here" id="hit">'):]
-    hit = hit[:hit.index("</div>")]
-    assert "<mark>matrix</mark>" in hit and "<pre><code>&gt;&gt;&gt; <mark>matrix</mark> = [" in hit
-    assert page.count("hit-here") == 1
-
-
-def test_preview_renders_html_headings_and_escapes_everything(tmp_path):
-    from app.render import document_blocks, document_html
-    from indexer.extract import extract
-
-    path = tmp_path / "page.html"
-    path.write_text('<html><body><div class="related" role="navigation">Next | Previous</div>'
-                    '<h1>Title<a class="headerlink" href="#t">¶</a></h1><p>Use &lt;script&gt; tags.</p>'
-                    "<pre>x = 1\n</pre></body></html>")
-    doc = extract(path)
-    page = document_html(document_blocks(path, doc.text, doc.file_type))
-    assert page == ('<div class="doc-preview"><h1>Title</h1><p>Use &lt;script&gt; tags.</p>'
-                    "<pre><code>x = 1</code></pre></div>")

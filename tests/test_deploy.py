@@ -11,6 +11,7 @@ import logging
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import pytest
@@ -249,11 +250,11 @@ def test_settings_reach_the_server_store(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("RAG_SHARDS", "4")
     monkeypatch.setenv("RAG_REPLICATION", "")
     monkeypatch.setenv("RAG_INT8", "true")
-    seen = {}
+    seen, server = {}, SimpleNamespace()
     monkeypatch.setattr(QdrantClientStore, "connect",
-                        classmethod(lambda cls, url, **kw: seen.update(url=url, **kw) or "store"))
-    settings = Settings(qdrant_url="http://qdrant:6333", data_dir=tmp_path)
-    assert build_store(settings) == "store"
+                        classmethod(lambda cls, url, **kw: seen.update(url=url, **kw) or server))
+    settings = Settings(qdrant_url="http://qdrant:6333", data_dir=tmp_path, fusion="rrf")
+    assert build_store(settings) is server and server.fusion == "rrf"
     assert seen["url"] == "http://qdrant:6333"
     assert seen["options"] == CollectionOptions(shard_number=4, replication_factor=None, int8=True)
     with caplog.at_level(logging.WARNING):

@@ -397,65 +397,74 @@ def test_extraction_error_is_readable_and_picklable(tmp_path: Path) -> None:
     assert isinstance(error, Exception)
 
 
-# --------------------------------------------------------------------------- clean text from markup
+RST_PAGE = """\
+.. _tut-structures:
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+***************
+Data Structures
+***************
 
+More on Lists
+=============
 
-def test_rst_is_indexed_as_the_text_a_reader_sees(tmp_path):
-    src = SAMPLES / "python-tutorial" / "datastructures.rst"
-    doc = extract(src)
-    assert doc.title == "Data Structures" and doc.file_type == "rst"
-    text = doc.text
-    assert text.startswith("Data Structures\n\nThis chapter describes")
-    for markup in (".. _tut-structures:", "***************", ":noindex:", ".. method::", ":exc:`", "``"):
-        assert markup not in text, markup
-    assert not [line for line in text.split("\n") if line.rstrip().endswith("::")]
-    # roles and literals keep their text; signatures stay; code blocks stay character for character
-    assert "It raises a\nValueError if there is no such item." in text
-    assert "list.append(x)\n\nAdd an item to the end of the list.  Equivalent to a[len(a):] = [x]." in text
-    assert (">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n...     [9, 10, 11, 12],\n... ]"
-            in text)
-    assert "Consider the following example of a 3x4 matrix implemented as a list of\n3 lists of length 4:" in text
+.. method:: list.append(x)
+   :noindex:
 
+   Add an item to the end of the list.  Equivalent to ``a[len(a):] = [x]``, see :func:`len` [#]_.
 
-def test_rst_constructs(tmp_path):
-    from indexer.extract.rst import rst_blocks
+.. index:: single: lists
 
-    blocks = rst_blocks(
-        ".. _top:\n\nTitle\n=====\n\n.. index:: single: foo\n   pair: a; b\n\n"
-        "See :ref:`the guide <tut-guide>`, :meth:`~list.append` and `Python <https://python.org>`_ [#]_.\n"
-        "Use **bold** and *stress*, keep ``*args`` as is::\n\n    def f(*args):\n        return args\n\n"
-        ".. note::\n\n   Be careful.\n\n.. code-block:: python\n   :emphasize-lines: 1\n\n   x = 1\n\n"
-        "Sub\n---\n\n.. versionchanged:: 3.11\n   Now faster.\n\n.. [#] A footnote.\n")
-    assert blocks == [
-        ("h1", "Title"),
-        ("p", "See the guide, append and Python.\nUse bold and stress, keep *args as is:"),
-        ("code", "def f(*args):\n    return args"),
-        ("p", "Note: Be careful."),
-        ("code", "x = 1"),
-        ("h2", "Sub"),
-        ("p", "Changed in version 3.11."),
-        ("p", "Now faster."),
-        ("p", "A footnote."),
-    ]
+.. note::
+
+   Read :ref:`the tutorial <tut-intro>` and *this* first.
+
+An example::
+
+    >>> matrix = [
+    ...     [1, 2, 3],
+    ... ]
+    >>> print(*matrix)   # ``kept`` as typed: :func:`not a role here`
+
+.. code-block:: python
+   :linenos:
+
+   def f(*args, **kwargs):
+       return `x`
+
+After the code.
+"""
 
 
-def test_sphinx_rst_sources_are_rst(tmp_path):
-    path = tmp_path / "intro.rst.txt"
+def test_rst_is_indexed_as_the_text_a_reader_sees_with_code_kept(tmp_path: Path) -> None:
+    path = tmp_path / "structures.rst"
+    path.write_text(RST_PAGE)
+    got = extract(path)
+    assert got.title == "Data Structures"
+    for markup in (".. _tut-structures:", "*****", "=====", ".. method::", ":noindex:", ".. index::",
+                   ":func:`len`", "``a[len(a):] = [x]``", "[#]_", ":ref:", "::\n", ":linenos:", ".. code-block"):
+        assert markup not in got.text, markup
+    assert "list.append(x)\n" in got.text and "Equivalent to a[len(a):] = [x], see len." in got.text
+    assert "Note:" in got.text and "Read the tutorial and this first." in got.text
+    assert "An example:\n" in got.text
+    # literal blocks are kept verbatim, role-like text included
+    assert "    >>> matrix = [\n    ...     [1, 2, 3],\n    ... ]\n" in got.text
+    assert "# ``kept`` as typed: :func:`not a role here`" in got.text
+    assert "   def f(*args, **kwargs):\n       return `x`" in got.text
+    assert got.text.rstrip().endswith("After the code.")
+
+
+def test_html_drops_sphinx_permalinks_and_sidebars(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text('<html><body><div class="related" role="navigation"><a href="#">next</a></div>'
+                    '<h1>Lists<a class="headerlink" href="#lists" title="Permalink">¶</a></h1>'
+                    '<p>Lists are mutable.</p><div class="sphinxsidebar"><h3>Quick search</h3></div>'
+                    '</body></html>')
+    text = extract(path).text
+    assert text == "Lists\n\nLists are mutable."
+
+
+def test_sphinx_rst_sources_are_read_as_rst(tmp_path):
+    path = tmp_path / "intro.rst.txt"      # what Sphinx publishes under _sources/
     path.write_text(".. _intro:\n\n*****\nIntro\n*****\n\nSee :func:`len`.\n")
     doc = extract(path)
     assert (doc.text, doc.title, doc.file_type) == ("Intro\n\nSee len.", "Intro", "rst")
-
-
-def test_html_drops_sphinx_permalinks_and_navigation():
-    from indexer.extract import html_blocks
-
-    doc = extract(SAMPLES / "python-howto" / "sorting.html")
-    assert "¶" not in doc.text
-    assert "Navigation" not in doc.text and "Quick search" not in doc.text
-    assert doc.text.startswith("Sorting HOW TO\n\n")
-    blocks = html_blocks((SAMPLES / "python-howto" / "sorting.html").read_bytes())
-    assert "\n\n".join(t for _, t in blocks) == doc.text
-    assert ("h2", "Key Functions") in blocks
-    assert ("code", ">>> sorted([5, 2, 3, 1, 4])\n[1, 2, 3, 4, 5]") in blocks

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .base import Extracted, ExtractionError
-from .markup import _extract_html, html_blocks, html_to_text
+from .markup import _extract_html, html_to_text
 from .office import _extract_docx
 from .pdf import _extract_pdf
 from .tabular import _extract_csv, _extract_json, csv_to_text
@@ -179,7 +179,6 @@ __all__ = [
     "decode_bytes",
     "extract",
     "first_line_title",
-    "html_blocks",
     "html_to_text",
     "is_rst_source",
     "looks_binary",

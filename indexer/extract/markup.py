@@ -12,12 +12,6 @@ _HTML_DROP = frozenset(
     {"script", "style", "nav", "noscript", "template", "head", "svg", "canvas", "iframe",
      "object", "embed", "button", "select", "form"}
 )  # fmt: skip
-#: Elements dropped by class or role: Sphinx's permalink marks (the "¶" after headings), its
-#: navigation bars and sidebars, and any element marked as navigation or search.
-_HTML_DROP_CLASSES = frozenset({"headerlink", "sphinxsidebar", "related", "footer", "skip-link",
-                                "mobile-nav", "inline-search"})
-_HTML_DROP_ROLES = frozenset({"navigation", "search"})
-_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _HTML_BLOCKS = frozenset(
     {"address", "article", "aside", "blockquote", "body", "caption", "dd", "details", "dialog",
      "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4",
@@ -39,7 +33,7 @@ def _extract_html(path: Path, data: bytes) -> tuple[str, str]:
 def html_to_text(markup: str | bytes) -> tuple[str, str]:
     """Convert HTML to ``(text, title)``.
 
-    Scripts, styles, navigation and forms are dropped; block elements become paragraphs
+    Scripts, styles, navigation, forms and heading permalinks (Sphinx's "¶") are dropped; block elements become paragraphs
     separated by blank lines; ``<br>`` becomes a line break; ``<pre>`` keeps its layout.
     The title is ``<title>``, else the first ``<h1>``, else ``""``.
     """
@@ -52,15 +46,18 @@ def html_to_text(markup: str | bytes) -> tuple[str, str]:
     if not title:
         h1 = soup.find("h1")
         title = h1.get_text(" ", strip=True) if h1 is not None else ""
-    return "\n\n".join(text for _, text in _html_blocks(soup)), title
+    return "\n\n".join(_html_blocks(soup)), title
 
 
-def html_blocks(markup: str | bytes) -> list[tuple[str, str]]:
-    """``[(kind, text), ...]`` of an HTML page, kind ``h1``..``h6``, ``p`` or ``code``; their
-    texts joined by blank lines are exactly :func:`html_to_text`'s text."""
-    from bs4 import BeautifulSoup
+#: Page furniture that is not the document: Sphinx's heading permalinks (the "¶" after every
+#: heading), its sidebars and relation bars, and anything marked as navigation or search.
+_CHROME_CLASSES = frozenset({"headerlink", "sphinxsidebar", "related", "breadcrumbs", "toc-backref"})
+_CHROME_ROLES = frozenset({"navigation", "search", "banner", "contentinfo"})
 
-    return _html_blocks(BeautifulSoup(markup, _html_parser()))
+
+def _is_chrome(tag) -> bool:
+    classes = tag.get("class") or ()
+    return bool(_CHROME_CLASSES.intersection(classes)) or tag.get("role") in _CHROME_ROLES
 
 
 def _html_parser() -> str:
@@ -71,31 +68,20 @@ def _html_parser() -> str:
     return "lxml"
 
 
-def _dropped(node) -> bool:
-    if (node.name or "").lower() in _HTML_DROP:
-        return True
-    attrs = node.attrs or {}
-    classes = attrs.get("class") or ()
-    if isinstance(classes, str):
-        classes = classes.split()
-    return bool(_HTML_DROP_CLASSES.intersection(classes)) or attrs.get("role") in _HTML_DROP_ROLES
-
-
-def _html_blocks(root) -> list[tuple[str, str]]:
+def _html_blocks(root) -> list[str]:
     """Walk the tree iteratively (deep documents must not hit the recursion limit)."""
     from bs4.element import NavigableString, PreformattedString, Tag
 
-    blocks: list[tuple[str, str]] = []
+    blocks: list[str] = []
     buf: list[str] = []
 
-    def flush(closing: str | None = None) -> None:
+    def flush() -> None:
         raw = "".join(buf)
         buf.clear()
         lines = (" ".join(line.split()) for line in raw.split("\n"))
         block = "\n".join(line for line in lines if line)
         if block:
-            where = closing or next((c for c in reversed(closers) if c is not None), None)
-            blocks.append((where if where in _HEADINGS else "p", block))
+            blocks.append(block)
 
     stack = [iter(root.children)]
     closers: list[str | None] = [None]
@@ -104,13 +90,12 @@ def _html_blocks(root) -> list[tuple[str, str]]:
             node = next(stack[-1])
         except StopIteration:
             stack.pop()
-            closing = closers.pop()
-            if closing is not None:
-                flush(closing)
+            if closers.pop() is not None:
+                flush()
             continue
         if isinstance(node, Tag):
             name = (node.name or "").lower()
-            if _dropped(node):
+            if name in _HTML_DROP or _is_chrome(node):
                 continue
             if name == "br":
                 buf.append("\n")
@@ -118,7 +103,7 @@ def _html_blocks(root) -> list[tuple[str, str]]:
                 flush()
                 pre = node.get_text().strip("\n")
                 if pre.strip():
-                    blocks.append(("code", pre))
+                    blocks.append(pre)
             elif name in _HTML_BLOCKS:
                 flush()
                 stack.append(iter(node.children))

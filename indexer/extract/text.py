@@ -188,10 +188,10 @@ def _extract_markdown(path: Path, data: bytes) -> tuple[str, str]:
 
 
 def _extract_rst(path: Path, data: bytes) -> tuple[str, str]:
-    from .rst import clean_rst
+    from .rst import rst_to_text
 
     text = _decode_text_file(path, data)
-    return clean_rst(text), rst_title(text)
+    return rst_to_text(text), rst_title(text)
 
 
 def _extract_code(path: Path, data: bytes) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from indexer.store.base import (
     MODES,
     CollectionMismatch,
     CollectionNotFound,
+    CollectionOptions,
     Hit,
     Point,
     SearchFilter,
@@ -32,26 +33,11 @@ from indexer.store.base import (
     score_kind,
 )
 from indexer.store.edge import EdgeStore
-from indexer.store.options import CollectionOptions
 from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
 from indexer.store.sparse import bm25_fingerprint
 
 if TYPE_CHECKING:
     from indexer.store.client import QdrantClientStore, collection_config
-
-#: The server backend's names, imported on first use: qdrant-client takes about a second to
-#: import and the embedded store does not need it.
-_CLIENT_NAMES = frozenset({"QdrantClientStore", "collection_config"})
-
-
-def __getattr__(name: str):
-    if name in _CLIENT_NAMES:
-        from indexer.store import client
-
-        value = getattr(client, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +95,12 @@ def open_store(
             "(RAG_QDRANT_URL); the embedded store ignores them."
         )
     return EdgeStore(Path(data_dir))
+
+
+def __getattr__(name: str):
+    """The server backend loads qdrant-client (seconds) only when it is used."""
+    if name in ("QdrantClientStore", "collection_config"):
+        from indexer.store import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

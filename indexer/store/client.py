@@ -27,13 +27,13 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, ResponseHandlingException, UnexpectedResponse
 from tenacity import Retrying, before_sleep_log, retry_if_exception, stop_after_attempt, wait_exponential
 
-from indexer.store.options import CollectionOptions  # noqa: F401 (re-exported)
 from indexer.store.base import (
     DENSE_VECTOR,
     RRF_K,
     RRF_WEIGHTS,
     SPARSE_VECTOR,
     CollectionMismatch,
+    CollectionOptions,
     Hit,
     Point,
     SearchFilter,
