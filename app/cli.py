@@ -166,9 +166,8 @@ def cmd_search(args, settings: Settings) -> int:
         # BM25 needs no model: a sparse search loads none (not even torch); the others read the
         # model's config first (refusing a mismatch in a second) and its weights when embedding
         needs_model = mode != "sparse" or rerank
-        if needs_model:
-            check_model(settings, store)
-        searcher = Searcher(build_embedder(settings, lazy=True) if needs_model else None, store,
+        info = check_model(settings, store) if needs_model else None
+        searcher = Searcher(build_embedder(settings, lazy=True, info=info) if needs_model else None, store,
                             settings.collection, build_reranker(settings) if rerank else None)
         response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
                                    instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)

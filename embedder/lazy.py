@@ -24,11 +24,12 @@ logger = logging.getLogger(__name__)
 class LazyEmbedder:
     """``LazyEmbedder(config)`` reads the config and tokenizer now, the weights on first embed."""
 
-    def __init__(self, config: EmbedderConfig) -> None:
+    def __init__(self, config: EmbedderConfig, info: ModelInfo | None = None) -> None:
+        """``info``: :func:`~embedder.core.describe_model` of ``config`` when already read."""
         from .core import describe_model
 
         self.config = config
-        self.info: ModelInfo = describe_model(config)
+        self.info: ModelInfo = info or describe_model(config)
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
