@@ -34,6 +34,6 @@ RUN useradd --create-home --uid 10001 rag \
 USER rag
 WORKDIR /home/rag
 
-EXPOSE 8501
+EXPOSE 8501 8800
 ENTRYPOINT ["rag"]
 CMD ["ui", "--host", "0.0.0.0", "--port", "8501"]

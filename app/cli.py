@@ -23,7 +23,7 @@ _SETTING_FLAGS = {
     "adapter": "adapter", "max_length": "max_length", "batch_tokens": "batch_tokens",
     "packing": "packing", "fusion": "fusion",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
-    "workers": "workers", "ray_address": "ray_address",
+    "workers": "workers", "ray_address": "ray_address", "lora_adapters": "lora_adapters",
 }
 
 
@@ -44,6 +44,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
 
 
+def _direct(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--direct", action="store_true",
+                        help="open the store in this process even when `rag serve` runs for the data dir")
+
+
+def _service_client(settings: Settings):
+    """The client of the `rag serve` running for this data dir (embedded store), or None."""
+    if settings.qdrant_url:
+        return None
+    from .serve.client import RemoteClient
+
+    return RemoteClient.for_data_dir(settings.data_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedding workers (one GPU each where the cluster has GPUs); above 1 runs on Ray")
     p.add_argument("--ray-address", dest="ray_address",
                    help="a running Ray cluster (e.g. auto, HEAD:6379); default: start a local one")
+    _direct(p)
     _common(p)
 
     p = sub.add_parser("search", help="search a collection")
@@ -73,14 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="path=PREFIX, glob=PATTERN, type=EXT (repeatable), after=YYYY-MM-DD")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    _direct(p)
     _common(p)
 
     p = sub.add_parser("status", help="show collections, point counts, fingerprints and the store")
     p.add_argument("--json", action="store_true")
+    _direct(p)
     _common(p)
 
     add_finetune_parser(sub, _common)
     add_migrate_parser(sub, _common)
+
+    p = sub.add_parser("serve", help="serve search, indexing, embeddings and MCP over HTTP (one process)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback needs RAG_API_KEY)")
+    p.add_argument("--port", type=int, default=8800)
+    p.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="embed each request alone (default: concurrent requests share forward passes)")
+    p.add_argument("--window-ms", type=float, default=5.0, help="how long the batcher collects requests")
+    p.add_argument("--lora-adapters", dest="lora_adapters",
+                   help="LoRA adapters for /v1/embeddings: NAME=PATH,NAME2=PATH2 (RAG_LORA_ADAPTERS)")
+    p.add_argument("--adapter-strategy", choices=["grouped", "mixed"], default="grouped",
+                   help="texts for several adapters: one forward per adapter, or mixed batches")
+    p.add_argument("--no-index", dest="allow_index", action="store_false", help="refuse POST /index")
+    p.add_argument("--mcp-index", action="store_true", help="offer the MCP tool index_folder (off by default)")
+    _common(p)
+
+    p = sub.add_parser("mcp", help="MCP server over stdio for agents (through `rag serve` when one runs)")
+    p.add_argument("--allow-index", action="store_true", help="offer the tool index_folder (off by default)")
+    p.add_argument("--direct", action="store_true", help="open the store here even if a service runs")
+    _common(p)
 
     p = sub.add_parser("ui", help="open the Streamlit search page")
     p.add_argument("--port", type=int, default=8501)
@@ -127,9 +163,38 @@ def parse_filter(items: list[str]):
     return SearchFilter(**fields)
 
 
+def _index_remote(args, settings: Settings, client) -> int:
+    if args.include or args.exclude or args.recreate or settings.workers > 1:
+        raise ValueError(f"`rag serve` runs for {settings.data_dir}: through it, rag index takes paths only "
+                         "(no --glob/--exclude/--recreate/--workers). Drop those flags or stop the service.")
+    failed = 0
+    for path in args.paths:
+        job = client.index(str(path.expanduser().resolve()), settings.collection)
+        if not args.json:
+            print(f"indexing {path} through the service at {client.url} (job {job['id']})", flush=True)
+        job = client.wait(job["id"])
+        if job["state"] != "done":
+            raise ValueError(f"index job {job['id']} {job['state']}: {job['error']}")
+        report = job["report"]
+        failed += len(report["failed"])
+        if args.json:
+            print(json.dumps({**report, "service": client.url}, indent=2))
+        else:
+            print(f"Collection {report['collection']!r} through {client.url}")
+            print(f"  files seen {report['files_seen']}, indexed {report['indexed']}, unchanged "
+                  f"{report['unchanged']}, removed {report['removed']}, failed {len(report['failed'])}")
+            print(f"  chunks written {report['chunks']} in {report['seconds']:.1f}s")
+            for failure in report["failed"]:
+                print(f"  FAILED {failure['path']}: {failure['reason']}")
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
 def cmd_index(args, settings: Settings) -> int:
     from .services import build_indexer, build_store, check_model
 
+    client = None if args.direct else _service_client(settings)
+    if client is not None:
+        return _index_remote(args, settings, client)
     store = build_store(settings)
     try:
         check_model(settings, store, recreate=args.recreate)
@@ -151,48 +216,71 @@ def cmd_index(args, settings: Settings) -> int:
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
+def _remote_filters(items: list[str]) -> dict | None:
+    """``--filter`` items as the service's ``filters`` object (validated as locally)."""
+    if not items:
+        return None
+    flt = parse_filter(items)
+    after = datetime.fromtimestamp(flt.modified_after).date().isoformat() if flt.modified_after else None
+    return {"path": flt.path_prefix, "glob": flt.path_glob, "types": list(flt.file_types), "after": after}
+
+
 def cmd_search(args, settings: Settings) -> int:
     from indexer.search import Searcher, collection_meta_or_raise
 
     from .service import snippet
     from .services import build_embedder, build_reranker, build_store, check_model
 
-    flt = parse_filter(args.filter) if args.filter else None
     rerank = settings.rerank if args.rerank is None else args.rerank
-    store = build_store(settings)
-    try:
-        collection_meta_or_raise(store, settings.collection)      # before any model loads
-        mode = args.mode or settings.mode
-        # BM25 needs no model: a sparse search loads none (not even torch); the others read the
-        # model's config first (refusing a mismatch in a second) and its weights when embedding
-        needs_model = mode != "sparse" or rerank
-        info = check_model(settings, store) if needs_model else None
-        searcher = Searcher(build_embedder(settings, lazy=True, info=info) if needs_model else None, store,
-                            settings.collection, build_reranker(settings) if rerank else None)
-        response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
-                                   instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)
-    finally:
-        store.close()
+    client = None if args.direct else _service_client(settings)
+    if client is not None:
+        response = client.search(args.query, args.k, mode=args.mode, task=args.task, instruction=args.instruction,
+                                 filters=_remote_filters(args.filter), collection=settings.collection, rerank=rerank)
+    else:
+        flt = parse_filter(args.filter) if args.filter else None
+        store = build_store(settings)
+        try:
+            collection_meta_or_raise(store, settings.collection)      # before any model loads
+            mode = args.mode or settings.mode
+            # BM25 needs no model: a sparse search loads none (not even torch); the others read the
+            # model's config first (refusing a mismatch in a second) and its weights when embedding
+            needs_model = mode != "sparse" or rerank
+            info = check_model(settings, store) if needs_model else None
+            searcher = Searcher(build_embedder(settings, lazy=True, info=info) if needs_model else None, store,
+                                settings.collection, build_reranker(settings) if rerank else None)
+            response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
+                                       instruction=args.instruction or settings.instruction, flt=flt,
+                                       rerank=rerank).to_dict()
+        finally:
+            store.close()
     if args.json:
-        print(json.dumps(response.to_dict(), indent=2))
+        print(json.dumps(response, indent=2))
         return EXIT_OK
-    reranked = f", reranked by {settings.rerank_model}" if response.reranked else ""
-    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked}; "
-          f"score = {response.score_kind})")
-    for r in response.results:
-        meta = r.metadata
-        lines = "".join(f"\n     {line}" for line in snippet(r.text))
-        print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {meta.get('source')} "
+    reranked = f", reranked by {settings.rerank_model}" if response["reranked"] else ""
+    via = f" via {client.url}" if client is not None else ""
+    print(f"{len(response['results'])} results in {response['seconds'] * 1000:.0f} ms ({response['mode']}{reranked}; "
+          f"score = {response['score_kind']}){via}")
+    for r in response["results"]:
+        meta = r["metadata"]
+        title = meta.get("title") or meta.get("source", "").rsplit("/", 1)[-1]
+        lines = "".join(f"\n     {line}" for line in snippet(r["text"]))
+        print(f"{r['rank']:>3}. {r['score']:.4f}  {title}\n     {meta.get('source')} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
               f"chars {meta.get('start')}-{meta.get('end')}]{lines}")
     return EXIT_OK
 
 
 def cmd_status(args, settings: Settings) -> int:
-    from embedder import TASKS
-
     from .services import build_store
 
+    client = None if args.direct else _service_client(settings)
+    if client is not None:
+        remote = client.status()
+        info = {"store": f"{remote['store']} (through the service at {client.url})",
+                "collections": [{k: c.get(k) for k in ("name", "points", "fingerprint", "chunk_tokens", "last_indexed")}
+                                for c in remote["collections"]],
+                "service": {"url": client.url, "jobs": remote["jobs"], "adapters": remote["adapters"]}}
+        return _print_status(args, info)
     store = build_store(settings)
     try:
         info = {"store": store.describe(), "collections": []}
@@ -204,6 +292,12 @@ def cmd_status(args, settings: Settings) -> int:
                                         "last_indexed": meta.get("last_indexed")})
     finally:
         store.close()
+    return _print_status(args, info)
+
+
+def _print_status(args, info: dict) -> int:
+    from embedder import TASKS
+
     info["tasks"] = TASKS
     if args.json:
         print(json.dumps(info, indent=2))
@@ -228,10 +322,64 @@ def cmd_ui(args, settings: Settings) -> int:
            "--server.address", args.host, "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
            "--server.fileWatcherType", "none"]
-    return subprocess.call(cmd, env=env)
+    return run_child(cmd, env)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "ui": cmd_ui,
+def run_child(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` and wait; SIGTERM/SIGINT to this process stop the child too (never left behind)."""
+    import signal
+
+    child = subprocess.Popen(cmd, env=env)
+
+    def stop(signum, _frame) -> None:
+        if child.poll() is None:
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from .serve.runtime import ServeOptions
+    from .serve.server import serve
+
+    options = ServeOptions(batching=args.batching, window_ms=args.window_ms, adapters=settings.lora_adapters,
+                           adapter_strategy=args.adapter_strategy, allow_index=args.allow_index,
+                           mcp_index=args.mcp_index)
+    print(f"rag serve: http://{args.host}:{args.port} (API docs at /docs, MCP at /mcp)", flush=True)
+    serve(settings, options, args.host, args.port, api_key=os.environ.get("RAG_API_KEY") or None)
+    return EXIT_OK
+
+
+def cmd_mcp(args, settings: Settings) -> int:
+    from .serve.mcp import build_mcp
+
+    client = None if args.direct else _service_client(settings)
+    if client is not None:
+        build_mcp(backend=client, allow_index=args.allow_index).run("stdio")
+        return EXIT_OK
+    from .serve.runtime import Runtime, ServeOptions
+
+    runtime = Runtime.from_settings(settings, ServeOptions(mcp_index=args.allow_index))
+    try:
+        build_mcp(runtime, allow_index=args.allow_index).run("stdio")
+    finally:
+        runtime.close()
+    return EXIT_OK
+
+
+COMMANDS = {"index": cmd_index, "serve": cmd_serve, "mcp": cmd_mcp, "search": cmd_search, "status": cmd_status, "ui": cmd_ui,
             "finetune": cmd_finetune, "eval": cmd_eval, "migrate": cmd_migrate}
 
 
@@ -243,11 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     from indexer.search import NoIndex
     from indexer.store import StoreError
 
+    from .serve.client import ServiceRequestError
+
     try:
         settings = load_settings(args)
         return COMMANDS[args.command](args, settings)
     except (EmbedderError, CollectionMismatch, NoIndex, StoreError, ValueError, FileNotFoundError,
-            ConnectionError) as exc:
+            ConnectionError, ServiceRequestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+from finetune.ablate import ARM_NAMES
 from indexer.modes import MODES
 
 from .settings import Settings
@@ -19,20 +20,30 @@ def add_finetune_parser(sub, common) -> None:
                        ("refine", "drop malformed, duplicate and false-positive queries"),
                        ("mine", "add hard negatives (with a false-negative guard)"),
                        ("train", "split, train the LoRA adapter, evaluate before/after"),
-                       ("run", "all of the above")]:
+                       ("run", "all of the above"),
+                       ("ablate", "rerun refine/mine/train with each refinement step switched off in turn "
+                                  "(after generate); table and plot of each arm's held-out change")]:
         s = steps.add_parser(name, help=text)
         s.add_argument("--workdir", type=Path, help="work folder (default: DATA_DIR/finetune/COLLECTION)")
         if name in ("generate", "run"):
+            s.add_argument("--pairs", choices=("generated", "structure"), default="generated",
+                           help="generated: an LLM writes queries for sampled chunks of the collection; "
+                                "structure: heading -> section pairs from the files under --docs (no LLM)")
+            s.add_argument("--docs", type=Path, help="--pairs structure: folder of .rst/.md/.html files")
+            s.add_argument("--max-pages", type=int, help="--pairs structure: read at most this many pages")
+            s.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                           help="--pairs structure: skip pages matching GLOB (e.g. those of an evaluation set); repeatable")
             s.add_argument("--passages", type=int, default=200, help="chunks to sample (default 200)")
             s.add_argument("--generator", default="smollm2", help="chat model folder/.gguf, or smollm2")
             s.add_argument("--tasks", default="question,keywords,claim", help="query types")
             s.add_argument("--gen-batch", type=int, default=8)
-        if name in ("refine", "run"):
-            s.add_argument("--top-k", type=int, default=10, help="false-positive filter: positive in top k")
-        if name in ("mine", "run"):
+        if name in ("refine", "run", "ablate"):
+            s.add_argument("--top-k", type=int, help="false-positive filter: keep a query whose positive ranks in "
+                                                     "the top k (default 10; 0 = off, the default for --pairs structure)")
+        if name in ("mine", "run", "ablate"):
             s.add_argument("--negatives", type=int, default=3)
             s.add_argument("--margin", type=float, default=0.95, help="skip candidates above margin x positive")
-        if name in ("train", "run"):
+        if name in ("train", "run", "ablate"):
             s.add_argument("--out", type=Path, help="adapter folder (default: WORKDIR/adapter)")
             s.add_argument("--heldout", type=float, default=0.2, help="fraction of passages held out")
             s.add_argument("--epochs", type=int, default=1)
@@ -43,6 +54,11 @@ def add_finetune_parser(sub, common) -> None:
             s.add_argument("--target-modules", default="all-linear",
                            help="LoRA targets: all-linear, or comma-separated module names (q_proj,v_proj)")
             s.add_argument("--max-steps", type=int)
+            if name == "ablate":
+                s.add_argument("--arms", help="comma-separated arms (default: all): " + ", ".join(ARM_NAMES))
+            s.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                           help="recompute activations in the backward pass (less memory, ~30%% slower; "
+                                "off suits small models on a CPU)")
         s.add_argument("--json", action="store_true")
         common(s)
 
@@ -60,6 +76,11 @@ def add_finetune_parser(sub, common) -> None:
                         "`rag search --rerank` does (default: RAG_RERANK)")
     p.add_argument("--json", action="store_true")
     common(p)
+    # `rag eval` widens the common --quantization setting to a list of precisions to compare
+    quant = next(a for a in p._actions if a.dest == "quantization")
+    quant.dest, quant.choices, quant.metavar = "precisions", None, "LIST"
+    quant.help = ("one precision, or several to compare in one run (none,8bit,4bit; bitsandbytes, 8bit/4bit "
+                  "also on a CPU): each one's metrics and its paired change vs the first")
 
 
 def _targets(value: str) -> str | tuple[str, ...]:
@@ -76,16 +97,27 @@ def sample_passages(store, collection: str, n: int, seed: int = 0, min_words: in
     return dict(sorted(rows[:n]))
 
 
+def _structure_pairs(workdir: Path) -> bool:
+    """Whether the work folder's queries are headings (true by construction: no false-positive filter)."""
+    report = workdir / "report.json"
+    return report.exists() and "structure" in json.loads(report.read_text())
+
+
 def cmd_finetune(args, settings: Settings) -> int:
     from embedder import Embedder
     from finetune import run
     from finetune.generate import QueryGenerator
-    from finetune.train import TrainConfig
 
     workdir = args.workdir or settings.data_dir / "finetune" / settings.collection
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict = {"workdir": str(workdir)}
-    if args.step in ("generate", "run"):
+    structure = getattr(args, "pairs", "generated") == "structure"
+    if structure:
+        if args.docs is None:
+            raise SystemExit("--pairs structure reads headings from files: pass --docs FOLDER.")
+        out["generated_now"] = run.step_structure(workdir, args.docs, max_pages=args.max_pages,
+                                                  exclude=tuple(args.exclude))
+    elif args.step in ("generate", "run"):
         if not (workdir / "passages.jsonl").exists():
             from .services import build_store
 
@@ -100,14 +132,15 @@ def cmd_finetune(args, settings: Settings) -> int:
         del generator
     embedder = Embedder.from_config(settings.embedder_config()) if args.step != "generate" else None
     if args.step in ("refine", "run"):
-        out["refine"] = run.step_refine(workdir, embedder, top_k=args.top_k).steps
+        top_k = args.top_k if args.top_k is not None else (0 if _structure_pairs(workdir) else 10)
+        out["refine"] = run.step_refine(workdir, embedder, top_k=top_k).steps
     if args.step in ("mine", "run"):
         out["mined"] = run.step_mine(workdir, embedder, n_negatives=args.negatives, margin=args.margin)
+    if args.step == "ablate":
+        return _ablate(args, settings, workdir, embedder)
     if args.step in ("train", "run"):
         out["split"] = run.step_split(workdir, heldout_fraction=args.heldout)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                             temperature=args.temperature, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                             max_steps=args.max_steps, target_modules=_targets(args.target_modules))
+        config = _train_config(args)
         adapter = args.out or workdir / "adapter"
         card = run.step_train(workdir, embedder, adapter, config, progress=not args.json)
         out.update(adapter=str(adapter), eval=card["eval_heldout"])
@@ -123,6 +156,38 @@ def cmd_finetune(args, settings: Settings) -> int:
     return 0
 
 
+def _train_config(args):
+    from finetune.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                       temperature=args.temperature, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                       max_steps=args.max_steps, target_modules=_targets(args.target_modules),
+                       gradient_checkpointing=args.gradient_checkpointing)
+
+
+def _ablate(args, settings: Settings, workdir: Path, base) -> int:
+    from embedder import Embedder
+    from finetune.ablate import ARMS, run_ablation
+
+    wanted = set(args.arms.split(",")) if args.arms else set(ARM_NAMES)
+    unknown = wanted - set(ARM_NAMES)
+    if unknown:
+        raise SystemExit(f"Unknown ablation arm(s) {sorted(unknown)}; choose from {', '.join(ARM_NAMES)}.")
+    arms = tuple(a for a in ARMS if a.name == "full" or a.name in wanted)
+    top_k = args.top_k if args.top_k is not None else (0 if _structure_pairs(workdir) else 10)
+    report = run_ablation(workdir, base, lambda: Embedder.from_config(settings.embedder_config()),
+                          _train_config(args), arms=arms, top_k=top_k, negatives=args.negatives,
+                          margin=args.margin, heldout_fraction=args.heldout, progress=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from finetune.ablate import ablation_markdown
+
+    print(ablation_markdown(report))
+    print(f"table and plot: {workdir / 'ablation'} (ablation.md, ablation.png)")
+    return 0
+
+
 def cmd_eval(args, settings: Settings) -> int:
     from evaluation.evaluate import run_eval
     from finetune.beir import load_beir
@@ -130,6 +195,15 @@ def cmd_eval(args, settings: Settings) -> int:
     from .services import build_embedder, build_reranker
 
     dataset = load_beir(args.dataset, split=args.split)
+    precisions = [q.strip() for q in (args.precisions or "").split(",") if q.strip()]
+    bad = [q for q in precisions if q not in PRECISIONS]
+    if bad:
+        raise SystemExit(f"--quantization {args.precisions!r}: choose from {', '.join(PRECISIONS)}, "
+                         "comma-separated (e.g. none,8bit,4bit).")
+    if len(precisions) > 1:
+        return _eval_precisions(args, settings, dataset, precisions)
+    if precisions:
+        settings = settings.model_copy(update={"quantization": precisions[0]})
     mode = args.mode or settings.mode
     rerank = settings.rerank if args.rerank is None else args.rerank
     embedder = None if mode == "sparse" and not args.chunks else build_embedder(settings)
@@ -148,3 +222,42 @@ def cmd_eval(args, settings: Settings) -> int:
         print(f"  {name:<11} {value:.4f}")
     return 0
 
+
+
+PRECISIONS = ("none", "8bit", "4bit")
+
+
+def _eval_precisions(args, settings: Settings, dataset, precisions: list[str]) -> int:
+    """One evaluation per precision, each paired with the first (the reference) query by query."""
+    from evaluation.evaluate import run_eval
+    from finetune.metrics import paired_comparison
+
+    from .services import build_embedder
+
+    mode = args.mode or settings.mode
+    results: dict[str, dict] = {}
+    for q in precisions:
+        embedder = build_embedder(settings.model_copy(update={"quantization": q}))
+        results[q] = run_eval(embedder, dataset, mode=mode, task=args.task or settings.task,
+                              instruction=args.instruction or settings.instruction, per_query=True)
+        del embedder
+    ref = precisions[0]
+    out = {"dataset": dataset.name or str(args.dataset), "mode": mode, "reference": ref, "precisions": {}}
+    for q, r in results.items():
+        vs = {m: paired_comparison({k: v[m] for k, v in results[ref]["per_query"].items()},
+                                   {k: v[m] for k, v in r["per_query"].items()})
+              for m in ("ndcg@10", "mrr@10")} if q != ref else {}
+        out["precisions"][q] = {"metrics": r["metrics"], "seconds": r["seconds"], f"vs_{ref}": vs,
+                                "loaded_as": (r["model"] or {}).get("quantization")}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{out['dataset']}: {len(dataset.queries)} queries, {len(dataset.corpus)} documents, mode {mode}, "
+          f"model {settings.model}; change vs {ref} paired over the same queries")
+    print(f"  {'precision':<10} {'ndcg@10':>8} {'mrr@10':>8} {'recall@10':>9}   change of nDCG@10 [95 % CI], p")
+    for q, r in out["precisions"].items():
+        m = r["metrics"]
+        s = r[f"vs_{ref}"].get("ndcg@10")
+        change = f"{s['delta']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}], p = {s['p_value']:.3f}" if s else "(reference)"
+        print(f"  {q:<10} {m['ndcg@10']:>8.4f} {m['mrr@10']:>8.4f} {m['recall@10']:>9.4f}   {change}")
+    return 0

@@ -7,6 +7,7 @@ The model and the store load once per process (``st.cache_resource``); every wid
 from __future__ import annotations
 
 import html
+import json
 import logging
 import sys
 from pathlib import Path
@@ -68,6 +69,17 @@ def _service(key: str, _settings: Settings) -> SearchService:
     return SearchService.from_settings(_settings, embedder=embedder)
 
 
+def _remote_service(settings: Settings):
+    """The running `rag serve` for this data dir (embedded store), as the page's service; else None."""
+    if settings.qdrant_url:
+        return None
+    from app.serve.client import RemoteClient
+    from app.serve.remote import RemoteSearchService
+
+    client = RemoteClient.for_data_dir(settings.data_dir)
+    return RemoteSearchService(client) if client is not None else None
+
+
 def show_error(exc: ServiceError) -> None:
     """No index yet is a hint (info); everything else is an error."""
     (st.info if isinstance(exc, NoIndexYet) else st.error)(str(exc))
@@ -111,7 +123,27 @@ def sidebar(service: SearchService, settings: Settings) -> tuple[str, object]:
                 st.caption("This collection does not exist yet: index a folder below.")
             st.caption(f"Store: {status.store}")
             st.caption(f"Query model: {service.model_name}")
+            training_card(settings.adapter)
     return collection, status
+
+
+def training_card(adapter: str | None) -> None:
+    """The fine-tuned adapter's held-out result and plots (loss curve, before/after per query)."""
+    folder = Path(adapter).expanduser() if adapter else None
+    if folder is None or not (folder / "training_card.json").is_file():
+        return
+    card = json.loads((folder / "training_card.json").read_text())
+    with st.expander("Training card"):
+        ev = card.get("eval_heldout", {})
+        if ev:
+            s = ev.get("significance", {}).get("ndcg@10", {})
+            st.markdown(f"Held-out nDCG@10 **{ev['before']['ndcg@10']:.3f} → {ev['after']['ndcg@10']:.3f}**"
+                        + (f" ({s['delta']:+.3f}, 95 % CI {s['ci95'][0]:+.3f} to {s['ci95'][1]:+.3f}, "
+                           f"p = {s['p_value']:.3f})" if s else ""))
+        for name, caption in (("loss.png", "Training loss"), ("before_after.png", "Held-out nDCG@10 per query"),
+                              ("ablation.png", "Ablation: each refinement step off")):
+            if (folder / name).is_file():
+                st.image(str(folder / name), caption=caption)
 
 
 def query_options(service: SearchService, collection: str, available: bool, settings: Settings) -> dict:
@@ -207,7 +239,7 @@ def main() -> None:
         st.error(f"Invalid RAG_* setting: {exc}")
         st.stop()
     try:
-        service = _service(settings.model_dump_json(), settings)
+        service = _remote_service(settings) or _service(settings.model_dump_json(), settings)
     except ServiceError as exc:
         st.error(str(exc))
         st.button("Retry", key="retry")

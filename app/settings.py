@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         "auto", description="unpadded batches, texts packed into one row (auto: where the model type allows)")
     compile: bool = Field(False, description="run the model through torch.compile")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
+    lora_adapters: str | None = Field(
+        None, description="LoRA adapters `rag serve` offers per request on /v1/embeddings: NAME=PATH,NAME2=PATH2")
     task: str = Field("web_search", description="named query instruction")
     mode: SearchMode = Field(DEFAULT_MODE, description="search mode when none is given: dense, sparse or hybrid")
     fusion: Literal["dbsf", "rrf"] = Field(DEFAULT_FUSION, description="how hybrid search fuses dense and sparse results")

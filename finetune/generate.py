@@ -55,7 +55,11 @@ QUERY_TASKS: dict[str, QueryTask] = {t.name: t for t in (
         ("To install a package, run pip install followed by the package name.",
          "Python packages can be installed with pip."),
     )),
+    # not written by an LLM: a section's own heading (``rag finetune --pairs structure``)
+    QueryTask("title", "title_lookup", "", ()),
 )}
+#: The tasks a local LLM writes queries for.
+LLM_TASKS: tuple[str, ...] = tuple(name for name, task in QUERY_TASKS.items() if task.request)
 
 
 @dataclass(frozen=True)
@@ -149,11 +153,11 @@ def _done_pairs(path: Path) -> set[tuple[str, str]]:
 
 
 def generate_queries(generator: QueryGenerator, passages: dict[str, str], out_path: Path,
-                     tasks: Iterable[str] = tuple(QUERY_TASKS), progress: bool = True) -> int:
+                     tasks: Iterable[str] = LLM_TASKS, progress: bool = True) -> int:
     """Append one query per (passage, task) to ``out_path``; returns how many were written now."""
-    unknown = [t for t in tasks if t not in QUERY_TASKS]
+    unknown = [t for t in tasks if t not in LLM_TASKS]
     if unknown:
-        raise ValueError(f"Unknown query task(s) {unknown}; choose from {', '.join(QUERY_TASKS)}.")
+        raise ValueError(f"Unknown query task(s) {unknown}; choose from {', '.join(LLM_TASKS)}.")
     done = _done_pairs(out_path)
     todo = [(pid, QUERY_TASKS[t]) for pid in passages for t in tasks if (pid, t) not in done]
     if done:

@@ -404,7 +404,7 @@ def _ranked(scores: np.ndarray, window: int) -> Iterable[int]:
 
 
 def mine_hard_negatives(examples: Sequence[Example], query_vecs: np.ndarray, passage_vecs: np.ndarray,
-                        passage_ids: Sequence[str], *, n_negatives: int = 7, margin: float = 0.95,
+                        passage_ids: Sequence[str], *, n_negatives: int = 7, margin: float | None = 0.95,
                         min_negatives: int | None = None, passages: Mapping[str, str] | None = None,
                         duplicate_threshold: float = 0.8, duplicate_cosine: float = 0.99,
                         block: int = 1024,
@@ -420,7 +420,7 @@ def mine_hard_negatives(examples: Sequence[Example], query_vecs: np.ndarray, pas
     (default ``n_negatives``) are dropped (reason ``too_few_negatives``); ``missing_positive``
     when the positive has no vector. The report counts the candidates each guard skipped
     before the last negative was picked. Run :func:`filter_false_positives` first: the margin
-    assumes the positive scores well above 0.
+    assumes the positive scores well above 0. ``margin=None`` switches the guard off (ablation).
     """
     index = _check_vectors(examples, query_vecs, passage_vecs, passage_ids)
     if n_negatives < 1:
@@ -449,7 +449,7 @@ def mine_hard_negatives(examples: Sequence[Example], query_vecs: np.ndarray, pas
                 dropped.append(Dropped(ex, "missing_positive", ex.positive_id))
                 continue
             row_scores = scores[row]
-            ceiling = margin * float(row_scores[pos])
+            ceiling = np.inf if margin is None else margin * float(row_scores[pos])
             own = [index[o] for o in positives[normalize_text(ex.query)] if o in index]  # includes pos
             eligible = row_scores <= ceiling
             above = ~eligible

@@ -1,7 +1,9 @@
 """The fine-tuning loop as steps over a work folder, each resumable and rerunnable on its own.
 
-    workdir/passages.jsonl      {"_id", "text"}: sampled chunks of the user's collection (input)
-    workdir/generated.jsonl     generate: one query per (passage, task type), by a local LLM
+    workdir/passages.jsonl      {"_id", "text"[, "page"]}: sampled chunks of the user's collection (input),
+                                or with ``--pairs structure`` the sections of a docs folder
+    workdir/generated.jsonl     generate: one query per (passage, task type), by a local LLM;
+                                or (structure) each section's heading, no LLM
     workdir/screened.jsonl      refine: after the model-free filters (malformed, copied, duplicate, repetitive)
     workdir/refined.jsonl       refine: screened, then the false-positive filter (training data)
     workdir/mined.jsonl         mine: hard negatives with a false-negative guard
@@ -27,7 +29,7 @@ from embedder import Embedder
 
 from .beir import BeirDataset, load_beir, write_beir
 from .evaluate import dense_rankings
-from .generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
+from .generate import LLM_TASKS, QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
 from .metrics import mean_metrics, paired_comparison, per_query_metrics
 from .refine import (
     Dropped,
@@ -40,6 +42,8 @@ from .refine import (
     filter_false_positives,
     mine_hard_negatives,
 )
+from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
+from .structure import collect_sections, title_pairs
 from .train import TrainConfig, train_adapter
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,11 @@ def _need(path: Path, step: str) -> Path:
 
 def load_passages(workdir: Path) -> dict[str, str]:
     return {r["_id"]: r["text"] for r in read_jsonl(_need(workdir / "passages.jsonl", "generate"))}
+
+
+def load_pages(workdir: Path) -> dict[str, str]:
+    """Passage id -> the page it comes from (itself when passages carry no page)."""
+    return {r["_id"]: r.get("page", r["_id"]) for r in read_jsonl(_need(workdir / "passages.jsonl", "generate"))}
 
 
 def _examples(path: Path) -> list[Example]:
@@ -92,11 +101,30 @@ def _embed(embedder: Embedder, examples: list[Example], passages: dict[str, str]
 
 
 # -- steps ------------------------------------------------------------------------------------------
-def step_generate(workdir: Path, generator: QueryGenerator, tasks=tuple(QUERY_TASKS), progress=True) -> int:
+def step_generate(workdir: Path, generator: QueryGenerator, tasks=LLM_TASKS, progress=True) -> int:
     """Write queries for every passage (resumes where a previous run stopped)."""
     written = generate_queries(generator, load_passages(workdir), workdir / "generated.jsonl", tasks, progress)
     _update_report(workdir, "generated", len(read_jsonl(workdir / "generated.jsonl")))
     return written
+
+
+def step_structure(workdir: Path, docs: Path, *, max_pages: int | None = None, min_words: int = 30,
+                   exclude: tuple[str, ...] = ()) -> int:
+    """Write passages (the sections under ``docs``) and queries (their headings): no LLM.
+
+    ``exclude``: glob patterns of pages (paths under ``docs``) to leave out.
+    """
+    sections = collect_sections(docs, min_words=min_words, max_pages=max_pages, exclude=exclude)
+    pairs = title_pairs(sections)
+    if not pairs:
+        raise ValueError(f"{docs} gave no (heading, section) pair: it needs .rst/.md/.html files whose "
+                         f"sections have {min_words}+ words under a unique heading of 2+ words.")
+    write_jsonl(workdir / "passages.jsonl", [{"_id": s.id, "text": s.text, "page": s.page} for s in sections])
+    write_jsonl(workdir / "generated.jsonl", pairs)
+    _update_report(workdir, "generated", len(pairs))
+    _update_report(workdir, "structure", {"docs": str(docs), "pages": len({s.page for s in sections}),
+                                          "sections": len(sections), "pairs": len(pairs)})
+    return len(pairs)
 
 
 def drop_prompt_copies(examples: list[Example], report: RefineReport) -> list[Example]:
@@ -108,16 +136,21 @@ def drop_prompt_copies(examples: list[Example], report: RefineReport) -> list[Ex
     return kept
 
 
-def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineReport:
-    """Drop repetitive passages, malformed, prompt-copied and duplicate queries, and false positives."""
+def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10, dedupe: bool = True) -> RefineReport:
+    """Drop repetitive passages, malformed, prompt-copied and duplicate queries, and false positives.
+
+    ``top_k=0`` skips the false-positive filter (pairs true by construction, or an ablation);
+    ``dedupe=False`` keeps near-duplicate queries (ablation).
+    """
     report = RefineReport()
     passages, _ = drop_repetitive_passages(load_passages(workdir), report=report)
     examples = [ex for ex in _examples(_need(workdir / "generated.jsonl", "generate")) if ex.positive_id in passages]
     examples, _ = drop_malformed(examples, passages, report=report)
     examples = drop_prompt_copies(examples, report)
-    examples, _ = dedupe_queries(examples, report=report)
+    if dedupe:
+        examples, _ = dedupe_queries(examples, report=report)
     write_jsonl(workdir / "screened.jsonl", _rows(examples))
-    if examples:
+    if examples and top_k > 0:
         q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
         examples, _ = filter_false_positives(examples, q_vecs, p_vecs, ids, top_k=top_k, report=report)
     write_jsonl(workdir / "refined.jsonl", _rows(examples))
@@ -126,8 +159,8 @@ def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10) -> RefineRep
     return report
 
 
-def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: float = 0.95) -> int:
-    """Add hard negatives to each refined example, skipping likely false negatives."""
+def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: float | None = 0.95) -> int:
+    """Add hard negatives to each refined example, skipping likely false negatives (``margin=None``: no guard)."""
     passages = load_passages(workdir)
     examples = _examples(_need(workdir / "refined.jsonl", "refine"))
     report = RefineReport()
@@ -140,13 +173,17 @@ def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: f
 
 
 def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
-    """Hold out a random fraction of passages: their screened queries are the test set, the mined
-    examples of the other passages the training set (no passage is in both)."""
+    """Hold out a random fraction of pages (of passages, when passages carry no page): their screened
+    queries are the test set, the mined examples of the other pages the training set (no page is in
+    both, and no training negative comes from a held-out page)."""
     rows = read_jsonl(_need(workdir / "mined.jsonl", "mine"))
     screened = read_jsonl(_need(workdir / "screened.jsonl", "refine"))
-    pids = sorted({r["positive_id"] for r in screened})
-    random.Random(seed).shuffle(pids)
-    held = set(pids[: max(1, round(len(pids) * heldout_fraction))])
+    page_of = load_pages(workdir)
+    pages = sorted({page_of.get(r["positive_id"], r["positive_id"]) for r in screened})
+    random.Random(seed).shuffle(pages)
+    held_pages = set(pages[: max(1, round(len(pages) * heldout_fraction))])
+    held = {pid for pid, page in page_of.items() if page in held_pages}
+    rows = [{**r, "hard_negative_ids": [n for n in r.get("hard_negative_ids", []) if n not in held]} for r in rows]
     train = [r for r in rows if r["positive_id"] not in held]
     test = [r for r in screened if r["positive_id"] in held]
     write_jsonl(workdir / "train.jsonl", train)
@@ -157,7 +194,7 @@ def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> t
     write_beir(workdir / "heldout", dataset)
     write_jsonl(workdir / "heldout" / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
                                                        for i, r in enumerate(test)])
-    _update_report(workdir, "split", {"train": len(train), "heldout": len(test)})
+    _update_report(workdir, "split", {"train": len(train), "heldout": len(test), "heldout_pages": len(held_pages)})
     return len(train), len(test)
 
 
@@ -193,14 +230,17 @@ def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: Tra
     examples = read_jsonl(_need(workdir / "train.jsonl", "split"))
     before = evaluate_heldout(embedder, workdir)
     result = train_adapter(embedder, examples, passages, adapter_dir, config, progress=progress)
-    evaluation = compare_heldout(before, evaluate_heldout(embedder, workdir))
+    after = evaluate_heldout(embedder, workdir)
+    evaluation = compare_heldout(before, after)
+    plots = [loss_plot(result.losses, adapter_dir / LOSS_PNG).name,
+             before_after_plot(before, after, adapter_dir / SCATTER_PNG).name]
     report = _update_report(workdir, "train", {"steps": result.steps, "seconds": result.seconds,
                                                "first_loss": result.losses[:5], "last_loss": result.losses[-5:]})
     report = _update_report(workdir, "eval", evaluation)
     card = {"base_model": embedder.spec.name, "base_model_id": embedder.fingerprint.model_id,
             "train_config": asdict(config), "data": {k: report.get(k) for k in
                                                    ("generated", "refine", "mine", "split")},
-            "eval_heldout": evaluation, "training": report["train"]}
+            "eval_heldout": evaluation, "training": report["train"], "losses": result.losses, "plots": plots}
     (adapter_dir / "training_card.json").write_text(json.dumps(card, indent=2))
     (adapter_dir / "README.md").write_text(_card_markdown(card))
     return card
@@ -217,6 +257,7 @@ def _card_markdown(card: dict) -> str:
     lines += [f"- {m}: {s['delta']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}], p = {s['p_value']:.4f}; "
               f"{s['better']} queries better, {s['worse']} worse of {s['queries']}"
               for m, s in card["eval_heldout"]["significance"].items()]
+    lines += ["", *[f"![{name}]({name})" for name in card.get("plots", [])]]
     lines += ["", "## Data", "", "```json", json.dumps(card["data"], indent=2), "```", "",
               "## Hyper-parameters", "", "```json", json.dumps(card["train_config"], indent=2), "```", ""]
     return "\n".join(lines)

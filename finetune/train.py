@@ -28,6 +28,9 @@ from .losses import info_nce, task_homogeneous_batches
 
 logger = logging.getLogger(__name__)
 
+#: How training examples are grouped into batches.
+BATCHINGS = ("task", "random")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -42,7 +45,8 @@ class TrainConfig:
     lora_dropout: float = 0.05
     # "all-linear": every linear layer (E5-Mistral trained q,k,v,o and the MLP); or module names
     target_modules: str | tuple[str, ...] = "all-linear"
-    hard_negatives: int = 1                         # mined negatives per query used in training
+    hard_negatives: int = 1                         # mined negatives per query used in training (0: in-batch only)
+    batching: str = "task"                          # "task": task-homogeneous batches; "random": mixed (ablation)
     warmup_ratio: float = 0.1
     gradient_checkpointing: bool = True
     checkpoint_every: int = 50
@@ -102,8 +106,11 @@ def train_adapter(embedder: Embedder, examples: list[dict], passages: dict[str, 
     base_id = embedder.fingerprint.model_id
     model = _lora(embedder, config)
     embedder.model = model
+    if config.batching not in BATCHINGS:
+        raise ValueError(f"batching={config.batching!r}; choose one of: {', '.join(BATCHINGS)}.")
+    task_of = (lambda ex: ex["instruction_task"]) if config.batching == "task" else (lambda ex: "")
     batches = [b for epoch in range(config.epochs) for b in task_homogeneous_batches(
-        examples, lambda ex: ex["instruction_task"], config.batch_size, seed=config.seed + epoch)]
+        examples, task_of, config.batch_size, seed=config.seed + epoch)]
     total = min(len(batches), config.max_steps or len(batches))
     if total == 0:
         raise ValueError(f"No training batch: {len(examples)} examples with batch_size={config.batch_size} "

@@ -52,11 +52,12 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 # -- compose.yaml -------------------------------------------------------------------------------
 def test_core_services_and_profiles():
-    assert {"qdrant", "app", "indexer"} <= SERVICES.keys()
+    assert {"qdrant", "app", "ui", "indexer"} <= SERVICES.keys()
     default = {n for n, s in SERVICES.items() if not s.get("profiles")}
-    assert default == {"qdrant", "app"}, "plain `docker compose up` should start only qdrant and the UI"
+    assert default == {"qdrant", "app", "ui"}, "plain `docker compose up` should start qdrant, the service and the UI"
     assert SERVICES["indexer"]["profiles"] == ["index"]
-    assert SERVICES["app"]["command"] == ["ui", "--host", "0.0.0.0", "--port", "8501"]
+    assert SERVICES["app"]["command"] == ["serve", "--host", "0.0.0.0", "--port", "8800"]
+    assert SERVICES["ui"]["command"] == ["ui", "--host", "0.0.0.0", "--port", "8501"]
     assert SERVICES["indexer"]["command"] == ["index", "/docs"]
     assert "${DOCS_DIR:-./samples}:/docs:ro" in SERVICES["indexer"]["volumes"]
     assert SERVICES["indexer"]["environment"]["RAG_WORKERS"] == "${RAG_WORKERS:-1}"
@@ -80,7 +81,8 @@ def test_every_published_port_is_bound_to_localhost():
     assert all("network_mode" not in s for s in SERVICES.values())
     assert "127.0.0.1:6333:6333" in SERVICES["qdrant"]["ports"]
     assert "127.0.0.1:6334:6334" in SERVICES["qdrant"]["ports"]
-    assert "127.0.0.1:8501:8501" in SERVICES["app"]["ports"]
+    assert "127.0.0.1:8800:8800" in SERVICES["app"]["ports"]
+    assert "127.0.0.1:8501:8501" in SERVICES["ui"]["ports"]
     hosts = [p.rsplit(":", 2)[0] + ":" + p.rsplit(":", 2)[1] for _, p in published]
     assert len(hosts) == len(set(hosts)), "two services publish the same host port"
 
@@ -99,14 +101,16 @@ def test_app_environment_names_are_real_settings():
     assert Settings.model_config["env_prefix"] == "RAG_"
     for name, service in app_services().items():
         rag_vars = {k for k in service["environment"] if k.startswith("RAG_")}
-        assert rag_vars - SETTINGS_ENV == set(), f"{name}: unknown settings"
+        # RAG_API_KEY is a secret `rag serve` reads at start, not a setting
+        assert rag_vars - SETTINGS_ENV - {"RAG_API_KEY"} == set(), f"{name}: unknown settings"
         assert {"RAG_QDRANT_URL", "RAG_QDRANT_API_KEY", "RAG_MODEL"} <= rag_vars
 
 
 @pytest.mark.parametrize(("service", "host", "shards", "replication"),
                          [("app", "qdrant", None, None), ("app-cluster", "qdrant-node1", 6, 2)])
 def test_app_settings_resolve_and_point_at_qdrant(monkeypatch, service, host, shards, replication):
-    env = {k: interpolate(v, {"RAG_QDRANT_API_KEY": "secret"}) for k, v in SERVICES[service]["environment"].items()}
+    env = {k: interpolate(v, {"RAG_QDRANT_API_KEY": "secret", "RAG_API_KEY": "key"})
+           for k, v in SERVICES[service]["environment"].items()}
     for var in list(SETTINGS_ENV):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
@@ -137,7 +141,15 @@ def test_qdrant_services_have_a_healthcheck_without_curl():
         test = " ".join(service["healthcheck"]["test"])
         assert "curl" not in test and "wget" not in test and "/dev/tcp/127.0.0.1/6333" in test, name
         assert "/readyz" in test
-    assert "healthcheck" in SERVICES["app"]
+    assert "healthcheck" in SERVICES["app"] and "/health" in " ".join(SERVICES["app"]["healthcheck"]["test"])
+    assert "healthcheck" in SERVICES["ui"]
+
+
+def test_the_service_bound_beyond_loopback_requires_an_api_key():
+    key = SERVICES["app"]["environment"]["RAG_API_KEY"]
+    assert key.startswith("${RAG_API_KEY:?")
+    with pytest.raises(KeyError, match="RAG_API_KEY"):
+        interpolate(key, {})
 
 
 def test_volumes_are_declared_and_not_shared_between_qdrant_nodes():
@@ -186,7 +198,7 @@ def test_dockerfile_pins_torch_like_pyproject_and_runs_rag():
     assert any(re.search(r'pip install "?\.(\[scale\])?"?( |$)', r) for r in runs)  # with Ray for --workers
     assert runs.index(next(r for r in runs if "torch==" in r)) < runs.index(next(r for r in runs if re.search(r"install \"?\.", r)))
     assert json.loads(dict(instructions)["ENTRYPOINT"]) == ["rag"]
-    assert dict(instructions)["EXPOSE"] == "8501"
+    assert dict(instructions)["EXPOSE"] == "8501 8800"
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0")
 

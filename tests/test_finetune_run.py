@@ -86,7 +86,9 @@ def test_refine_mine_split_train_on_known_data(default_embedder, workdir):
     assert held and not held & {r["positive_id"] for r in train}  # no passage in both splits
     # training: the mined examples of the other passages; held-out: every screened query of the
     # held passages, including false positives the base model's filter removed from training
-    assert train == [r for r in mined if r["positive_id"] not in held] and len(train) == train_n
+    # (held-out passages are not used as training negatives either)
+    assert train == [{**r, "hard_negative_ids": [n for n in r["hard_negative_ids"] if n not in held]}
+                     for r in mined if r["positive_id"] not in held] and len(train) == train_n
     assert held_n == sum(r["positive_id"] in held for r in screened)
     assert json.loads((workdir / "heldout" / "queries.jsonl").read_text().splitlines()[0])["text"] in \
         {r["query"] for r in screened if r["positive_id"] in held}

