@@ -241,11 +241,14 @@ def cmd_search(args, settings: Settings) -> int:
         store = build_store(settings)
         try:
             collection_meta_or_raise(store, settings.collection)      # before any model loads
-            check_model(settings, store)
-            searcher = Searcher(build_embedder(settings), store, settings.collection,
-                                build_reranker(settings) if rerank else None)
-            response = searcher.search(args.query, k=args.k, mode=args.mode or settings.mode,
-                                       task=args.task or settings.task,
+            mode = args.mode or settings.mode
+            # BM25 needs no model: a sparse search loads none (not even torch); the others read the
+            # model's config first (refusing a mismatch in a second) and its weights when embedding
+            needs_model = mode != "sparse" or rerank
+            info = check_model(settings, store) if needs_model else None
+            searcher = Searcher(build_embedder(settings, lazy=True, info=info) if needs_model else None, store,
+                                settings.collection, build_reranker(settings) if rerank else None)
+            response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
                                        instruction=args.instruction or settings.instruction, flt=flt,
                                        rerank=rerank).to_dict()
         finally:

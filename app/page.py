@@ -23,9 +23,11 @@ from app.service import (  # noqa: E402
     SearchService,
     ServiceError,
     highlight,
+    query_terms,
     context_around,
 )
 from app.render import preview_html  # noqa: E402
+from app.results import card_snippet  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
@@ -48,7 +50,7 @@ CSS = """<style>
 .hit-title {font-weight:600; font-size:1.05rem}
 .hit-score {color:#6b7280; font-size:.85rem; font-family:monospace; white-space:nowrap}
 .hit-source {color:#6b7280; font-size:.8rem; word-break:break-all; margin:.1rem 0 .4rem}
-.hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem; max-height:16rem; overflow-y:auto}
+.hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem}
 .hit-context {max-height:28rem; overflow-y:auto; border-left:3px solid #e5e7eb; padding-left:.75rem}
 .hit-gap {color:#6b7280; font-size:.8rem; text-align:center; margin:.3rem 0}
 .hit-ctx {white-space:pre-wrap; line-height:1.5; font-size:.92rem; color:#9ca3af}
@@ -58,7 +60,7 @@ CSS = """<style>
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def _embedder(key: str, _settings: Settings):
-    return build_embedder(_settings)
+    return build_embedder(_settings, lazy=True)     # weights load on the first dense/hybrid query
 
 
 @st.cache_resource(show_spinner="Opening the index…")
@@ -173,13 +175,15 @@ def render_hit(service: SearchService, collection: str, query: str, r, score_kin
     """One result: rank, score (labelled with what it is), title, source, highlighted chunk, context
     and preview toggles."""
     meta = r.metadata
+    more = bool(st.session_state.get(f"ctx_{r.id}"))   # with its context the whole chunk is shown
+    text = r.text if more else card_snippet(r.text, query_terms(query), mid_file=meta.get("chunk_index", 0) > 0)
     with st.container(border=True, key=f"hit-{r.rank}"):
         st.html(f'<div class="hit"><div class="hit-head"><span class="hit-title">{r.rank}. '
                 f'{html.escape(r.title)}</span><span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
                 f'{score_kind} {r.score:.4f}</span></div>'
                 f'<div class="hit-source">{html.escape(r.source)} · chunk {meta.get("chunk_index", 0) + 1}'
                 f'/{meta.get("chunk_count", 1)} · {html.escape(meta.get("file_type", ""))}</div>'
-                f'<div class="hit-text">{highlight(r.text, query)}</div></div>')
+                f'<div class="hit-text">{highlight(text, query)}</div></div>')
         left, right = st.columns(2)
         more = left.toggle("Show more context", key=f"ctx_{r.id}")
         preview = right.toggle("Preview file", key=f"pv_{r.id}")

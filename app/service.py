@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from embedder import Embedder, EmbedderError
+from embedder import EmbedderError
 from indexer.extract import ExtractionError, extract
 from indexer.pipeline import Indexer, IndexReport
 from indexer.rerank import Reranker
@@ -29,6 +30,9 @@ from indexer.walk import is_under
 
 from .services import build_embedder, build_reranker, build_store, index_settings
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from embedder import Embedder
 
 log = logging.getLogger(__name__)
 

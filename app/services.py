@@ -9,31 +9,37 @@ from indexer.store import VectorStore, open_store
 from .settings import Settings
 
 if TYPE_CHECKING:       # loaded when a factory runs: torch and transformers take seconds to import
-    from embedder import Embedder
+    from embedder import Embedder, ModelInfo
     from indexer.pipeline import Indexer, IndexSettings
     from indexer.rerank import Reranker
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    from embedder import Embedder
+def build_embedder(settings: Settings, *, lazy: bool = False, info: ModelInfo | None = None) -> Embedder:
+    """The query/document model; ``lazy``: read its config and tokenizer now and its weights on
+    first embed (:class:`embedder.LazyEmbedder`, reusing ``info`` when :func:`check_model` read it)."""
+    from embedder import Embedder, LazyEmbedder
 
+    if lazy:
+        return LazyEmbedder(settings.embedder_config(), info=info)
     return Embedder.from_config(settings.embedder_config())
 
 
-def check_model(settings: Settings, store: VectorStore, *, recreate: bool = False) -> None:
+def check_model(settings: Settings, store: VectorStore, *, recreate: bool = False) -> ModelInfo | None:
     """Refuse a model that cannot match the collection before its weights are loaded (seconds to
     minutes): the fingerprint and chunk sizes come from the model's config and tokenizer alone.
-    Nothing to check when the collection does not exist yet (or ``recreate`` will drop it)."""
+    Nothing to check when the collection does not exist yet (or ``recreate`` will drop it).
+    Returns the model's description when it was read (a LazyEmbedder can reuse it), else None."""
     from embedder import describe_model
     from indexer.collection import check_compatible
     from indexer.pipeline import chunk_sizes
 
     meta = None if recreate else store.collection_meta(settings.collection)
     if meta is None:
-        return
+        return None
     info = describe_model(settings.embedder_config())
     check_compatible(settings.collection, meta, info.fingerprint,
                      chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap))
+    return info
 
 
 def build_reranker(settings: Settings) -> Reranker:

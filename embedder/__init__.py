@@ -16,12 +16,13 @@ from .instructions import DEFAULT_TASK, TASKS, format_instructed_query, resolve_
 #: the settings and argument parsing never need.
 _LAZY = {
     "Embedder": ".core", "EncodeStats": ".core", "ModelInfo": ".core", "describe_model": ".core",
-    "plan_batches": ".core", "COMPATIBLE_FIELDS": ".fingerprint", "Fingerprint": ".fingerprint",
+    "plan_batches": ".core", "LazyEmbedder": ".lazy", "COMPATIBLE_FIELDS": ".fingerprint", "Fingerprint": ".fingerprint",
     "POOLING_MODES": ".pooling", "last_token_pool": ".pooling", "mean_pool": ".pooling", "ModelSpec": ".spec",
 }
 
 if TYPE_CHECKING:
     from .core import Embedder, EncodeStats, ModelInfo, describe_model, plan_batches
+    from .lazy import LazyEmbedder
     from .fingerprint import COMPATIBLE_FIELDS, Fingerprint
     from .pooling import POOLING_MODES, last_token_pool, mean_pool
     from .spec import ModelSpec
@@ -37,6 +38,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "COMPATIBLE_FIELDS", "DEFAULT_MODEL", "DEFAULT_TASK", "Embedder", "EmbedderConfig", "EmbedderError",
-    "EncodeStats", "Fingerprint", "ModelInfo", "ModelSpec", "POOLING_MODES", "TASKS", "describe_model", "format_instructed_query",
+    "EncodeStats", "Fingerprint", "LazyEmbedder", "ModelInfo", "ModelSpec", "POOLING_MODES", "TASKS", "describe_model", "format_instructed_query",
     "last_token_pool", "mean_pool", "plan_batches", "resolve_instruction",
 ]

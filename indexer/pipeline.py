@@ -21,11 +21,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
-
-from embedder import Embedder, ModelInfo
 
 from .chunking import chunk_text
 from .collection import check_compatible, collection_meta
@@ -34,6 +32,9 @@ from .ids import file_hash, point_id
 from .store import Point, VectorStore
 from .store.payload import make_payload
 from .walk import FileEntry, is_under, walk
+
+if TYPE_CHECKING:
+    from embedder import Embedder, ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -80,8 +80,9 @@ def collection_meta_or_raise(store: VectorStore, collection: str) -> dict:
 class Searcher:
     """Searches one collection with the embedder that built it."""
 
-    def __init__(self, embedder: Embedder, store: VectorStore, collection: str,
+    def __init__(self, embedder: Embedder | None, store: VectorStore, collection: str,
                  reranker: Reranker | None = None) -> None:
+        """``embedder`` None: sparse (BM25) search only, which needs no model at all."""
         self.embedder = embedder
         self.store = store
         self.collection = collection
@@ -92,11 +93,14 @@ class Searcher:
         """The collection's metadata; raises :class:`NoIndex` or :class:`CollectionMismatch`."""
         meta = collection_meta_or_raise(self.store, self.collection)
         if not self._checked:
-            check_compatible(self.collection, meta, self.embedder.fingerprint)
+            if self.embedder is not None:
+                check_compatible(self.collection, meta, self.embedder.fingerprint)
             self._checked = True
         return meta
 
     def query_text(self, query: str, task: str | None = None, instruction: str | None = None) -> str:
+        if self.embedder is None:
+            return query
         return self.embedder.format_query(query, instruction=instruction, task=task)
 
     def search(self, query: str, *, k: int = 10, mode: str = DEFAULT_MODE, task: str | None = None,
@@ -111,7 +115,12 @@ class Searcher:
         if rerank and self.reranker is None:
             raise ValueError("Reranking was asked for but no reranker is loaded; set RAG_RERANK=true "
                              "(model: RAG_RERANK_MODEL) or search without --rerank.")
+        if mode != "sparse" and self.embedder is None:
+            raise ValueError(f"{mode} search embeds the query, but no model was given; pass an embedder "
+                             "or search with mode='sparse'.")
         self.check()
+        if mode != "sparse" and hasattr(self.embedder, "load"):
+            self.embedder.load()    # a LazyEmbedder's weights load here, not in the timed query
         start = time.perf_counter()
         text = self.query_text(query, task, instruction)
         dense = None

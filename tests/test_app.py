@@ -324,3 +324,19 @@ def test_preview_renders_the_document_safely_with_the_hit_marked():
     two = "First para.\n\nSecond para."
     assert preview_html(two, "txt", 0, len(two)) == ('<p><mark id="hit">First para.</mark></p>\n'
                                                      "<p><mark>Second para.</mark></p>")   # one mark per block
+
+
+def test_card_snippet_keeps_whole_lines_sentences_and_statements():
+    from app.results import card_snippet
+
+    text = ("ing another list comprehension. Consider the following example of a matrix:\n\n"
+            ">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n... ]\n\nThe end.")
+    cut = card_snippet(text, ["matrix"], max_chars=70)
+    assert cut.startswith("… Consider the following example")          # the sentence fragment is dropped
+    assert "[5, 6, 7, 8],\n... ]" in cut and not cut.rstrip(" …").endswith("[")   # the bracket is closed
+    assert card_snippet(text, ["end"], max_chars=20) == "… The end."
+    loop = "Intro line.\n>>> for i in range(4):\n...     print(i)\n...\nMore text here."
+    assert card_snippet(loop, ["for"], max_chars=30) == "… >>> for i in range(4):\n...     print(i)\n... …"
+    assert card_snippet("lower case start. Whole text.", [], mid_file=False) == "lower case start. Whole text."
+    assert card_snippet("2, 3, 1, 4]\n>>> a.sort()\n>>> a", ["sort"]) == "… >>> a.sort()\n>>> a"   # a line's tail
+

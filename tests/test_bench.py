@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,10 @@ def test_serve_load_compares_batching_and_the_in_process_baseline(bench_env):
     assert "8 clients: HTTP batching on/off" in out
     rows = [line for line in out.splitlines() if line.startswith("| HTTP") or line.startswith("| in-process")]
     assert len(rows) == 8 and all(line.split("|")[7].strip() == "0" for line in rows)  # zero errors
+
+@pytest.mark.slow
+def test_startup_runs(bench_env):
+    out, _ = run("startup.py", "--repeat", "1", env=bench_env)
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"'command': '([^']+)', 'seconds \(median\)': ([\d.]+)", out)}
+    assert set(rows) == {"rag status", "rag search (dense)", "rag search (sparse)", "rag search (hybrid)"}
+    assert all(seconds > 0 for seconds in rows.values())

@@ -461,3 +461,10 @@ def test_html_drops_sphinx_permalinks_and_sidebars(tmp_path: Path) -> None:
                     '</body></html>')
     text = extract(path).text
     assert text == "Lists\n\nLists are mutable."
+
+
+def test_sphinx_rst_sources_are_read_as_rst(tmp_path):
+    path = tmp_path / "intro.rst.txt"      # what Sphinx publishes under _sources/
+    path.write_text(".. _intro:\n\n*****\nIntro\n*****\n\nSee :func:`len`.\n")
+    doc = extract(path)
+    assert (doc.text, doc.title, doc.file_type) == ("Intro\n\nSee len.", "Intro", "rst")

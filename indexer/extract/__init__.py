@@ -93,6 +93,8 @@ def extract(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Extracted:
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
     data = _read_bytes(path, max_bytes)
+    if is_rst_source(path):
+        suffix = ".rst"  # Sphinx's published sources (_sources/*.rst.txt) are reST
     file_type = _FILE_TYPE_ALIASES.get(suffix[1:], suffix[1:])
     parser = _parser_for(suffix)
     text, title = parser(path, data)
@@ -104,6 +106,12 @@ def extract(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Extracted:
         raise ExtractionError(path, reason)
     title = _clean_title(title) or path.name
     return Extracted(text=text, title=title, file_type=file_type)
+
+
+def is_rst_source(path: Path) -> bool:
+    """``.rst`` files and Sphinx's published sources (``*.rst.txt``)."""
+    name = path.name.lower()
+    return name.endswith(".rst") or name.endswith(".rst.txt")
 
 
 def _parser_for(suffix: str) -> Callable[[Path, bytes], tuple[str, str]]:
@@ -172,6 +180,7 @@ __all__ = [
     "extract",
     "first_line_title",
     "html_to_text",
+    "is_rst_source",
     "looks_binary",
     "markdown_title",
     "rst_title",
