@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from embedder import EmbedderConfig
-from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, SearchMode
+from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, DEFAULT_RERANK_DEPTH, DEFAULT_RERANK_MODEL, SearchMode
 
 if TYPE_CHECKING:
     from indexer.store import CollectionOptions
@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     mode: SearchMode = Field(DEFAULT_MODE, description="search mode when none is given: dense, sparse or hybrid")
     fusion: Literal["dbsf", "rrf"] = Field(DEFAULT_FUSION, description="how hybrid search fuses dense and sparse results")
     rerank: bool = Field(False, description="re-score the top results with a second, larger model")
-    rerank_model: str = Field("all-mpnet-base-v2", description="the reranking model (any model RAG_MODEL takes)")
-    rerank_depth: int = Field(20, ge=2, description="candidates the reranker re-scores per query")
+    rerank_model: str = Field(DEFAULT_RERANK_MODEL, description="the reranking model (any model RAG_MODEL takes)")
+    rerank_depth: int = Field(DEFAULT_RERANK_DEPTH, ge=2, description="candidates the reranker re-scores per query")
     instruction: str | None = Field(None, description="custom query instruction (overrides task)")
     # store
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded store")

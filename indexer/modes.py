@@ -17,6 +17,11 @@ DEFAULT_MODE: SearchMode = "hybrid"
 #: fusion (the default: best on the real-query sets) or reciprocal rank fusion.
 FUSIONS: tuple[str, ...] = ("dbsf", "rrf")
 DEFAULT_FUSION = "dbsf"
+#: The second-stage reranker (RAG_RERANK_MODEL, RAG_RERANK_DEPTH): on python-synopsis, reranking the
+#: hybrid top 10 with multilingual-e5-small (fused with the first order) gained 0.015 MRR@10 at ~2 s
+#: a query on one CPU thread; all-mpnet-base-v2 lost 0.011 at 7 s (bench/README.md).
+DEFAULT_RERANK_MODEL = "multilingual-e5-small"
+DEFAULT_RERANK_DEPTH = 10
 #: One line per mode, for help texts.
 MODE_HELP: dict[str, str] = {
     "dense": "meaning: embeddings, cosine similarity",

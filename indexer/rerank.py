@@ -1,7 +1,7 @@
 """Second-stage reranking: the first stage's top candidates re-scored by a stronger embedder.
 
-No cross-encoder ships offline, so the reranker is a second, larger bi-encoder (by default the
-packaged all-mpnet-base-v2) that embeds the query and the candidates' text at query time. Its
+No cross-encoder ships offline, so the reranker is a second, stronger bi-encoder (by default the
+packaged multilingual-e5-small) that embeds the query and the candidates' text at query time. Its
 order is fused with the first stage's by Reciprocal Rank Fusion, which measured better than its
 order alone (bench/README.md, "Search quality"): the two models' errors differ.
 """
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .modes import DEFAULT_RERANK_DEPTH, DEFAULT_RERANK_MODEL
+
 if TYPE_CHECKING:
     from embedder import Embedder
 
@@ -23,10 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The packaged model that reranks when a setting names none.
-DEFAULT_RERANK_MODEL = "all-mpnet-base-v2"
-#: Candidates re-scored per query.
-DEFAULT_RERANK_DEPTH = 20
 #: RRF constant for fusing the first-stage order with the reranker's.
 RERANK_RRF_K = 2
 
