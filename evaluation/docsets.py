@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from finetune.beir import BeirDataset, write_beir
+from finetune.structure import text_sections
 from indexer.extract import ExtractionError, extract
 from indexer.extract.rst import clean_rst_inline as rst_inline
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
 KERNEL_DOCS = Path("/usr/share/doc/linux-doc-6.1/html")
 SETS = ("python-synopsis", "kernel-sections")
-_RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+_:.<>])\1{2,}\s*$")
-_MD_HEADING = re.compile(r"^#{1,6}\s+(\S.*?)\s*#*\s*$")
 #: Pages that list other pages (indexes, search, the module index that shows the synopses).
 _SKIP_PAGES = re.compile(r"(^|/)(genindex[^/]*|py-modindex|search|contents|modindex)\.html$")
 _SYNOPSIS = re.compile(r"^\s*:synopsis:\s*(.+?)\s*$((?:\n\s{4,}(?!:)\S.*$)*)", re.MULTILINE)
@@ -165,28 +164,6 @@ def kernel_sections_set(root: Path = KERNEL_DOCS, max_queries: int | None = 1000
             if len(text.split()) >= _MIN_WORDS_SECTION:
                 sections.append((f"{rel}#{sid}", title, text))
     return _title_set(sections, "kernel-sections", max_queries, max_docs, seed)
-
-
-def text_sections(text: str) -> Iterator[tuple[str, str]]:
-    """``(title, own text)`` of each section of a reST or Markdown text (headings by adornment or ``#``)."""
-    lines = text.splitlines()
-    heads: list[tuple[int, int, str]] = []          # (first line of the heading, first body line, title)
-    i = 0
-    while i < len(lines):
-        md = _MD_HEADING.match(lines[i])
-        if md:
-            heads.append((i, i + 1, md.group(1)))
-        elif (i + 1 < len(lines) and lines[i].strip() and not _RST_ADORNMENT.match(lines[i])
-              and _RST_ADORNMENT.match(lines[i + 1]) and len(lines[i + 1].strip()) >= len(lines[i].strip())):
-            over = i > 0 and _RST_ADORNMENT.match(lines[i - 1]) is not None
-            heads.append((i - 1 if over else i, i + 2, lines[i].strip()))
-            i += 1
-        i += 1
-    for n, (_, body, title) in enumerate(heads):
-        end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
-        own = "\n".join(lines[body:end]).strip()
-        if own:
-            yield clean_rst_inline(title), own
 
 
 def headings_set(folder: Path, max_queries: int | None = None, seed: int = 0) -> BeirDataset:

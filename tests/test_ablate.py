@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app.cli import main
-from finetune.ablate import ARM_NAMES, ARMS, run_ablation
+from finetune.ablate import ARM_NAMES, run_ablation
 from finetune.generate import read_jsonl
 from finetune.plots import before_after_plot, loss_plot
 from finetune.train import TrainConfig

@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from embedder import Embedder
 from finetune.generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl

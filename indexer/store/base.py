@@ -19,7 +19,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from indexer.store.payload import CONTENT_KEY, normalize_file_type, normalize_path
 from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, FUSIONS, MODE_HELP, MODES, SearchMode, score_kind  # noqa: F401
