@@ -10,6 +10,22 @@ from contextlib import contextmanager
 import httpx
 
 
+def index_corpus(data_dir, corpus, embedder):
+    """``corpus`` indexed into an embedded store at ``data_dir`` (64-token chunks); returns ``data_dir``."""
+    from app.services import index_settings
+    from app.settings import Settings
+    from indexer.pipeline import Indexer
+    from indexer.store import EdgeStore
+
+    store = EdgeStore(data_dir)
+    try:
+        Indexer(embedder, store, "documents", index_settings(Settings(data_dir=data_dir, chunk_tokens=64))
+                ).run([corpus], progress=False)
+    finally:
+        store.close()
+    return data_dir
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,14 +12,12 @@ import pytest
 from app.serve.endpoint import endpoint_path, read_endpoint
 from app.serve.runtime import Runtime, ServeOptions
 from app.serve.server import check_exposure
-from app.services import index_settings
 from app.settings import Settings
-from indexer.pipeline import Indexer
 from indexer.search import Searcher
 from indexer.store import EdgeStore
 
 from .docs import make_corpus
-from .serve_helpers import running_server, wait_job
+from .serve_helpers import index_corpus, running_server, wait_job
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, corpus, _default_embedder):
-    data_dir = tmp_path_factory.mktemp("serve-store")
-    store = EdgeStore(data_dir)
-    try:
-        Indexer(_default_embedder, store, "documents", index_settings(Settings(data_dir=data_dir, chunk_tokens=64))
-                ).run([corpus], progress=False)
-    finally:
-        store.close()
-    return data_dir
+    return index_corpus(tmp_path_factory.mktemp("serve-store"), corpus, _default_embedder)
 
 
 @pytest.fixture

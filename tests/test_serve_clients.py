@@ -16,13 +16,10 @@ import pytest
 from app.cli import main
 from app.serve.client import RemoteClient
 from app.serve.runtime import Runtime
-from app.services import index_settings
 from app.settings import Settings
-from indexer.pipeline import Indexer
-from indexer.store import EdgeStore
 
 from .docs import make_corpus
-from .serve_helpers import running_server, wait_job
+from .serve_helpers import index_corpus, running_server, wait_job
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +29,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, corpus, _default_embedder):
-    data_dir = tmp_path_factory.mktemp("clients-store")
-    store = EdgeStore(data_dir)
-    try:
-        Indexer(_default_embedder, store, "documents", index_settings(Settings(data_dir=data_dir, chunk_tokens=64))
-                ).run([corpus], progress=False)
-    finally:
-        store.close()
-    return data_dir
+    return index_corpus(tmp_path_factory.mktemp("clients-store"), corpus, _default_embedder)
 
 
 @pytest.fixture

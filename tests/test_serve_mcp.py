@@ -12,13 +12,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from app.serve.runtime import Runtime, ServeOptions
-from app.services import index_settings
 from app.settings import Settings
-from indexer.pipeline import Indexer
-from indexer.store import EdgeStore
 
 from .docs import make_corpus
-from .serve_helpers import running_server
+from .serve_helpers import index_corpus, running_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,14 +27,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, corpus, _default_embedder):
-    data_dir = tmp_path_factory.mktemp("mcp-store")
-    store = EdgeStore(data_dir)
-    try:
-        Indexer(_default_embedder, store, "documents", index_settings(Settings(data_dir=data_dir, chunk_tokens=64))
-                ).run([corpus], progress=False)
-    finally:
-        store.close()
-    return data_dir
+    return index_corpus(tmp_path_factory.mktemp("mcp-store"), corpus, _default_embedder)
 
 
 def payload(result) -> dict:
