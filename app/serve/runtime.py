@@ -56,22 +56,23 @@ class Runtime:
     def embed(self, texts: list[str], input_type: str = "document", task: str | None = None,
               instruction: str | None = None, adapter: str | None = None) -> np.ndarray:
         """Embed raw texts as queries (with the task instruction) or documents: (n,) -> (n, dim)."""
-        self.adapters.check(adapter)
-        if input_type == "query":
-            formatted = [self.embedder.format_query(t, instruction=instruction or None, task=task) for t in texts]
-        else:
-            formatted = [self.embedder.format_document(t) for t in texts]
-        return self.batcher.encode(formatted, adapter)
+        return self.batcher.encode(self._formatted(texts, input_type, task, instruction, adapter), adapter)
 
     async def embed_async(self, texts: list[str], input_type: str = "document", task: str | None = None,
                           instruction: str | None = None, adapter: str | None = None) -> np.ndarray:
         """:meth:`embed` without holding a worker thread while the batcher runs."""
+        return await self.batcher.encode_async(self._formatted(texts, input_type, task, instruction, adapter),
+                                               adapter)
+
+    def _formatted(self, texts: list[str], input_type: str, task: str | None, instruction: str | None,
+                   adapter: str | None) -> list[str]:
+        """The texts as the model embeds them (queries instructed, documents not), after the adapter check."""
         self.adapters.check(adapter)
         if input_type == "query":
             formatted = [self.embedder.format_query(t, instruction=instruction or None, task=task) for t in texts]
         else:
             formatted = [self.embedder.format_document(t) for t in texts]
-        return await self.batcher.encode_async(formatted, adapter)
+        return formatted
 
     def status(self) -> dict:
         collections = []
