@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from finetune.ablate import ARM_NAMES
@@ -54,6 +55,9 @@ def add_finetune_parser(sub, common) -> None:
             s.add_argument("--target-modules", default="all-linear",
                            help="LoRA targets: all-linear, or comma-separated module names (q_proj,v_proj)")
             s.add_argument("--max-steps", type=int)
+            s.add_argument("--init-adapter", type=Path,
+                           help="continue training this adapter (a second stage: e.g. refined queries after "
+                                "--pairs structure); its LoRA shape is kept")
             if name == "ablate":
                 s.add_argument("--arms", help="comma-separated arms (default: all): " + ", ".join(ARM_NAMES))
             s.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
@@ -130,7 +134,10 @@ def cmd_finetune(args, settings: Settings) -> int:
         generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
         out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
         del generator
-    embedder = Embedder.from_config(settings.embedder_config()) if args.step != "generate" else None
+    config = settings.embedder_config()
+    if getattr(args, "init_adapter", None) is not None:
+        config = replace(config, adapter=None)  # the adapter is trained on, not merged into the base
+    embedder = Embedder.from_config(config) if args.step != "generate" else None
     if args.step in ("refine", "run"):
         top_k = args.top_k if args.top_k is not None else (0 if _structure_pairs(workdir) else 10)
         out["refine"] = run.step_refine(workdir, embedder, top_k=top_k).steps
@@ -162,7 +169,8 @@ def _train_config(args):
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        temperature=args.temperature, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                        max_steps=args.max_steps, target_modules=_targets(args.target_modules),
-                       gradient_checkpointing=args.gradient_checkpointing)
+                       gradient_checkpointing=args.gradient_checkpointing,
+                       init_adapter=str(args.init_adapter) if args.init_adapter else None)
 
 
 def _ablate(args, settings: Settings, workdir: Path, base) -> int:

@@ -136,11 +136,11 @@ def drop_prompt_copies(examples: list[Example], report: RefineReport) -> list[Ex
     return kept
 
 
-def step_refine(workdir: Path, embedder: Embedder, top_k: int = 10, dedupe: bool = True) -> RefineReport:
+def step_refine(workdir: Path, embedder: Embedder | None, top_k: int = 10, dedupe: bool = True) -> RefineReport:
     """Drop repetitive passages, malformed, prompt-copied and duplicate queries, and false positives.
 
-    ``top_k=0`` skips the false-positive filter (pairs true by construction, or an ablation);
-    ``dedupe=False`` keeps near-duplicate queries (ablation).
+    ``top_k=0`` skips the false-positive filter (pairs true by construction, or an ablation) and
+    needs no ``embedder`` (None); ``dedupe=False`` keeps near-duplicate queries (ablation).
     """
     report = RefineReport()
     passages, _ = drop_repetitive_passages(load_passages(workdir), report=report)

@@ -52,6 +52,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     max_steps: int | None = None
     seed: int = 0
+    # continue training this adapter (its LoRA shape wins over lora_r/alpha/targets): a second stage,
+    # e.g. refined synthetic queries after structure pairs, as E5's fine-tuning follows its weak stage
+    init_adapter: str | None = None
 
 
 @dataclass
@@ -70,10 +73,28 @@ def _lora(embedder: Embedder, config: TrainConfig):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.init_adapter:
+        return _continued(model, Path(config.init_adapter), embedder.fingerprint.model_id)
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=targets)
     return get_peft_model(model, lora)
+
+
+def _continued(model, adapter_dir: Path, base_id: str):
+    """``model`` wrapped with the trainable adapter of ``adapter_dir``, refused if trained on another base."""
+    from peft import PeftModel
+
+    marker = adapter_dir / ADAPTER_BASE_FILE
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise ValueError(f"--init-adapter {adapter_dir} has no adapter_config.json: pass an adapter folder "
+                         "written by `rag finetune train`.")
+    trained_on = json.loads(marker.read_text()).get("base_model_id") if marker.exists() else None
+    if trained_on and trained_on != base_id:
+        raise ValueError(f"--init-adapter {adapter_dir} was trained on base model {trained_on}, but the loaded "
+                         f"model is {base_id}: load that base model (RAG_MODEL), or train from scratch.")
+    logger.info("continuing training of adapter %s", adapter_dir)
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
 def _texts(embedder: Embedder, batch: list[dict], passages: dict[str, str], negatives: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -106,6 +107,39 @@ def test_training_resumes_from_checkpoint(tiny_mistral_dir, tmp_path):
     assert resumed.losses[:3] == full.losses[:3]
     assert resumed.losses == pytest.approx(full.losses, rel=1e-3)
     assert (out / "adapter_config.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_second_stage_continues_the_first_stage_adapter(tiny_mistral_dir, tmp_path):
+    """--init-adapter: stage 2 starts from stage 1's weights (lr 0 leaves them as they were), keeps its
+    LoRA shape, moves on from there with a real learning rate, and refuses an adapter of another base."""
+    from safetensors.torch import load_file
+
+    stage1 = TrainConfig(epochs=2, batch_size=6, learning_rate=5e-3, lora_r=4, target_modules=("q_proj", "v_proj"),
+                         gradient_checkpointing=False)
+    train_adapter(_fresh_tiny(tiny_mistral_dir), EXAMPLES, PASSAGES, tmp_path / "s1", stage1, progress=False)
+    def weights(name):
+        return load_file(tmp_path / name / "adapter_model.safetensors")
+
+    first = weights("s1")
+
+    frozen = replace(stage1, learning_rate=0.0, lora_r=16, init_adapter=str(tmp_path / "s1"))
+    train_adapter(_fresh_tiny(tiny_mistral_dir), EXAMPLES, PASSAGES, tmp_path / "s2-frozen", frozen, progress=False)
+    kept = weights("s2-frozen")
+    assert kept.keys() == first.keys()  # stage 1's r=4 on q/v, not lora_r=16
+    assert all(torch.equal(kept[k], first[k]) for k in first)
+
+    moving = replace(frozen, learning_rate=5e-3)
+    emb = _fresh_tiny(tiny_mistral_dir)
+    train_adapter(emb, EXAMPLES, PASSAGES, tmp_path / "s2", moving, progress=False)
+    second = weights("s2")
+    assert any(not torch.equal(second[k], first[k]) for k in first)
+    loaded = Embedder.from_pretrained(str(tiny_mistral_dir), adapter=str(tmp_path / "s2"), max_length=32)
+    assert _loss(loaded) == pytest.approx(_loss(emb), rel=1e-4)
+
+    marker = tmp_path / "s1" / "rag_adapter.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "base_model_id": "w:another"}))
+    with pytest.raises(ValueError, match="trained on base model w:another"):
+        train_adapter(_fresh_tiny(tiny_mistral_dir), EXAMPLES, PASSAGES, tmp_path / "s3", frozen, progress=False)
 
 
 # -- generation ---------------------------------------------------------------------------------
