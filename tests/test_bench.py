@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -77,3 +78,33 @@ def test_startup_runs(bench_env):
     rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"'command': '([^']+)', 'seconds \(median\)': ([\d.]+)", out)}
     assert set(rows) == {"rag status", "rag search (dense)", "rag search (sparse)", "rag search (hybrid)"}
     assert all(seconds > 0 for seconds in rows.values())
+
+
+@pytest.mark.slow
+def test_finetune_real_trains_and_an_adapter_evaluated_later_scores_the_same(bench_env, tiny_mistral_dir, tmp_path):
+    """Structure pairs of samples/ -> LoRA on a tiny decoder -> a heading set before/after; then the
+    written adapter, evaluated on its own (`--adapter`, as after training on another machine), gives
+    the same "after" figures as the model trained in process."""
+    from evaluation.docsets import headings_set
+    from finetune.beir import write_beir
+
+    write_beir(tmp_path / "sets" / "samples-headings", headings_set(ROOT / "samples", max_queries=12))
+    common = ["--model", str(tiny_mistral_dir), "--sets", str(tmp_path / "sets"), "--modes", "dense",
+              "--tasks", "samples-headings=title_lookup", "--threads", "1"]
+    run("finetune_real.py", *common, "--docs", str(ROOT / "samples"), "--workdir", str(tmp_path / "w"),
+        "--exclude-query-pages", "samples-headings=", "--tag", "tiny", "--max-steps", "2", "--batch-size", "4",
+        "--lr", "5e-3", "--json", str(tmp_path / "train.json"), env=bench_env)
+    trained = json.loads((tmp_path / "train.json").read_text())
+    assert trained["train"]["steps"] == 2 and trained["split"]["train"] > 0
+    queries = set(json.loads(line)["query"] for line in (tmp_path / "w" / "tiny" / "train.jsonl").open())
+    held = set(json.loads(line)["text"] for line in (tmp_path / "sets" / "samples-headings" / "queries.jsonl").open())
+    assert not queries & held  # the set's query pages were left out of training
+    adapter = tmp_path / "w" / "tiny" / "adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "loss.png").exists()
+    run("finetune_real.py", *common, "--adapter", str(adapter), "--json", str(tmp_path / "eval.json"), env=bench_env)
+    row, again = trained["sets"][0], json.loads((tmp_path / "eval.json").read_text())["sets"][0]
+    assert row["queries"] == 12
+    for metric in ("mrr@10", "ndcg@10"):
+        assert again[f"{metric} before"] == row[f"{metric} before"]
+        assert again[f"{metric} after"] == pytest.approx(row[f"{metric} after"], abs=1e-3)
+    assert row["mrr@10 before"] != row["mrr@10 after"] or row["ndcg@10 before"] != row["ndcg@10 after"]
