@@ -31,18 +31,13 @@ from indexer.store.base import (
     RRF_K,
     RRF_WEIGHTS,
     SPARSE_VECTOR,
-    CollectionMismatch,
-    CollectionOptions,
-    Hit,
-    Point,
-    SearchFilter,
-    StoreError,
     VectorStore,
     check_name,
     prefetch_limit,
 )
 from indexer.store.payload import DIRS_FIELD, FILE_TYPE_FIELD, INDEXED_FIELDS, MTIME_FIELD, SOURCE_FIELD
 from indexer.store.sparse import SparseVec
+from indexer.store.types import CollectionMismatch, CollectionOptions, Hit, Point, SearchFilter, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
