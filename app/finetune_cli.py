@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from finetune.ablate import ARM_NAMES
+from indexer.jsonl import write_jsonl
 from indexer.modes import MODES
 
 from .settings import Settings
@@ -126,7 +127,7 @@ def cmd_finetune(args, settings: Settings) -> int:
                 passages = sample_passages(store, settings.collection, args.passages)
             finally:
                 store.close()
-            run.write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
+            write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
         generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
         out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
         del generator
