@@ -226,7 +226,7 @@ def _remote_filters(items: list[str]) -> dict | None:
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from indexer.search import Searcher, collection_meta_or_raise
+    from indexer.search import SearchResponse, Searcher, collection_meta_or_raise
 
     from .service import snippet
     from .services import build_embedder, build_reranker, build_store, check_model
@@ -234,8 +234,9 @@ def cmd_search(args, settings: Settings) -> int:
     rerank = settings.rerank if args.rerank is None else args.rerank
     client = None if args.direct else _service_client(settings)
     if client is not None:
-        response = client.search(args.query, args.k, mode=args.mode, task=args.task, instruction=args.instruction,
-                                 filters=_remote_filters(args.filter), collection=settings.collection, rerank=rerank)
+        response = SearchResponse.from_dict(
+            client.search(args.query, args.k, mode=args.mode, task=args.task, instruction=args.instruction,
+                          filters=_remote_filters(args.filter), collection=settings.collection, rerank=rerank))
     else:
         flt = parse_filter(args.filter) if args.filter else None
         store = build_store(settings)
@@ -250,21 +251,20 @@ def cmd_search(args, settings: Settings) -> int:
                                 settings.collection, build_reranker(settings) if rerank else None)
             response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
                                        instruction=args.instruction or settings.instruction, flt=flt,
-                                       rerank=rerank).to_dict()
+                                       rerank=rerank)
         finally:
             store.close()
     if args.json:
-        print(json.dumps(response, indent=2))
+        print(json.dumps(response.to_dict(), indent=2))
         return EXIT_OK
-    reranked = f", reranked by {settings.rerank_model}" if response["reranked"] else ""
+    reranked = f", reranked by {settings.rerank_model}" if response.reranked else ""
     via = f" via {client.url}" if client is not None else ""
-    print(f"{len(response['results'])} results in {response['seconds'] * 1000:.0f} ms ({response['mode']}{reranked}; "
-          f"score = {response['score_kind']}){via}")
-    for r in response["results"]:
-        meta = r["metadata"]
-        title = meta.get("title") or meta.get("source", "").rsplit("/", 1)[-1]
-        lines = "".join(f"\n     {line}" for line in snippet(r["text"]))
-        print(f"{r['rank']:>3}. {r['score']:.4f}  {title}\n     {meta.get('source')} "
+    print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked}; "
+          f"score = {response.score_kind}){via}")
+    for r in response.results:
+        meta = r.metadata
+        lines = "".join(f"\n     {line}" for line in snippet(r.text))
+        print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {r.source} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
               f"chars {meta.get('start')}-{meta.get('end')}]{lines}")
     return EXIT_OK
