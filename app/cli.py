@@ -58,6 +58,26 @@ def _service_client(settings: Settings):
     return RemoteClient.for_data_dir(settings.data_dir)
 
 
+def open_service(args: argparse.Namespace, settings: Settings):
+    """The facade the command talks to: the running `rag serve` for this data dir (its
+    :class:`~app.serve.remote.RemoteSearchService`) unless ``--direct``, else a
+    :class:`~app.service.SearchService` over the store opened here, its model read on first use."""
+    client = None if getattr(args, "direct", False) else _service_client(settings)
+    if client is not None:
+        from .serve.remote import RemoteSearchService
+
+        return RemoteSearchService(client)
+    from .service import SearchService
+
+    return SearchService.from_settings(settings, lazy=True)
+
+
+def _via(service) -> str | None:
+    """The URL of the service a facade goes through, or None when the store is opened here."""
+    client = getattr(service, "client", None)
+    return getattr(client, "url", None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,102 +183,63 @@ def parse_filter(items: list[str]):
     return SearchFilter(**fields)
 
 
-def _index_remote(args, settings: Settings, client) -> int:
-    if args.include or args.exclude or args.recreate or settings.workers > 1:
-        raise ValueError(f"`rag serve` runs for {settings.data_dir}: through it, rag index takes paths only "
-                         "(no --glob/--exclude/--recreate/--workers). Drop those flags or stop the service.")
-    failed = 0
-    for path in args.paths:
-        job = client.index(str(path.expanduser().resolve()), settings.collection)
-        if not args.json:
-            print(f"indexing {path} through the service at {client.url} (job {job['id']})", flush=True)
-        job = client.wait(job["id"])
-        if job["state"] != "done":
-            raise ValueError(f"index job {job['id']} {job['state']}: {job['error']}")
-        report = job["report"]
-        failed += len(report["failed"])
-        if args.json:
-            print(json.dumps({**report, "service": client.url}, indent=2))
-        else:
-            print(f"Collection {report['collection']!r} through {client.url}")
-            print(f"  files seen {report['files_seen']}, indexed {report['indexed']}, unchanged "
-                  f"{report['unchanged']}, removed {report['removed']}, failed {len(report['failed'])}")
-            print(f"  chunks written {report['chunks']} in {report['seconds']:.1f}s")
-            for failure in report["failed"]:
-                print(f"  FAILED {failure['path']}: {failure['reason']}")
-    return EXIT_PARTIAL if failed else EXIT_OK
-
-
 def cmd_index(args, settings: Settings) -> int:
-    from .services import build_indexer, build_store, check_model
-
-    client = None if args.direct else _service_client(settings)
-    if client is not None:
-        return _index_remote(args, settings, client)
-    store = build_store(settings)
+    service = open_service(args, settings)
     try:
-        check_model(settings, store, recreate=args.recreate)
-        indexer = build_indexer(settings, store)
-        report = indexer.run(args.paths, include=args.include, exclude=args.exclude,
-                             recreate=args.recreate, progress=not (args.no_progress or args.json))
+        url = _via(service)
+        if url is None:
+            reports = [service.index(args.paths, include=args.include, exclude=args.exclude, recreate=args.recreate,
+                                     progress=not (args.no_progress or args.json))]
+        else:
+            if args.include or args.exclude or args.recreate or settings.workers > 1:
+                raise ValueError(f"`rag serve` runs for {settings.data_dir}: through it, rag index takes paths "
+                                 "only (no --glob/--exclude/--recreate/--workers). Drop those flags or stop the "
+                                 "service.")
+            reports = []
+            for path in args.paths:
+                if not args.json:
+                    print(f"indexing {path} through the service at {url}", flush=True)
+                reports.append(service.index_folder(path.expanduser().resolve(), settings.collection))
     finally:
-        store.close()
+        service.close()
+    for report in reports:
+        _print_report(args, settings, report, url)
+    return EXIT_PARTIAL if any(r.failed for r in reports) else EXIT_OK
+
+
+def _print_report(args, settings: Settings, report, url: str | None) -> None:
     if args.json:
-        print(json.dumps({**report.to_dict(), "workers": settings.workers}, indent=2))
-    else:
-        print(f"Collection {report.collection!r} in {settings.qdrant_url or settings.data_dir}")
-        print(f"  files seen {report.files_seen}, indexed {report.indexed}, unchanged {report.unchanged}, "
-              f"removed {report.removed}, failed {len(report.failed)}")
-        workers = f" by {settings.workers} workers" if settings.workers > 1 else ""
-        print(f"  chunks written {report.chunks} in {report.seconds:.1f}s{workers}")
-        for failure in report.failed:
-            print(f"  FAILED {failure.path}: {failure.reason}")
-    return EXIT_PARTIAL if report.failed else EXIT_OK
-
-
-def _remote_filters(items: list[str]) -> dict | None:
-    """``--filter`` items as the service's ``filters`` object (validated as locally)."""
-    if not items:
-        return None
-    flt = parse_filter(items)
-    after = datetime.fromtimestamp(flt.modified_after).date().isoformat() if flt.modified_after else None
-    return {"path": flt.path_prefix, "glob": flt.path_glob, "types": list(flt.file_types), "after": after}
+        extra = {"service": url} if url else {"workers": settings.workers}
+        print(json.dumps({**report.to_dict(), **extra}, indent=2))
+        return
+    where = f"through {url}" if url else f"in {settings.qdrant_url or settings.data_dir}"
+    print(f"Collection {report.collection!r} {where}")
+    print(f"  files seen {report.files_seen}, indexed {report.indexed}, unchanged {report.unchanged}, "
+          f"removed {report.removed}, failed {len(report.failed)}")
+    workers = f" by {settings.workers} workers" if settings.workers > 1 and not url else ""
+    print(f"  chunks written {report.chunks} in {report.seconds:.1f}s{workers}")
+    for failure in report.failed:
+        print(f"  FAILED {failure.path}: {failure.reason}")
 
 
 def cmd_search(args, settings: Settings) -> int:
-    from indexer.search import SearchResponse, Searcher, collection_meta_or_raise
-
     from .service import snippet
-    from .services import build_embedder, build_reranker, build_store, check_model
 
     rerank = settings.rerank if args.rerank is None else args.rerank
-    client = None if args.direct else _service_client(settings)
-    if client is not None:
-        response = SearchResponse.from_dict(
-            client.search(args.query, args.k, mode=args.mode, task=args.task, instruction=args.instruction,
-                          filters=_remote_filters(args.filter), collection=settings.collection, rerank=rerank))
-    else:
-        flt = parse_filter(args.filter) if args.filter else None
-        store = build_store(settings)
-        try:
-            collection_meta_or_raise(store, settings.collection)      # before any model loads
-            mode = args.mode or settings.mode
-            # BM25 needs no model: a sparse search loads none (not even torch); the others read the
-            # model's config first (refusing a mismatch in a second) and its weights when embedding
-            needs_model = mode != "sparse" or rerank
-            info = check_model(settings, store) if needs_model else None
-            searcher = Searcher(build_embedder(settings, lazy=True, info=info) if needs_model else None, store,
-                                settings.collection, build_reranker(settings) if rerank else None)
-            response = searcher.search(args.query, k=args.k, mode=mode, task=args.task or settings.task,
-                                       instruction=args.instruction or settings.instruction, flt=flt,
-                                       rerank=rerank)
-        finally:
-            store.close()
+    flt = parse_filter(args.filter) if args.filter else None
+    service = open_service(args, settings)
+    try:
+        url = _via(service)
+        response = service.search(args.query, settings.collection, k=args.k, mode=args.mode or settings.mode,
+                                  task=args.task or settings.task,
+                                  instruction=args.instruction or settings.instruction, flt=flt, rerank=rerank)
+    finally:
+        service.close()
     if args.json:
         print(json.dumps(response.to_dict(), indent=2))
         return EXIT_OK
     reranked = f", reranked by {settings.rerank_model}" if response.reranked else ""
-    via = f" via {client.url}" if client is not None else ""
+    via = f" via {url}" if url else ""
     print(f"{len(response.results)} results in {response.seconds * 1000:.0f} ms ({response.mode}{reranked}; "
           f"score = {response.score_kind}){via}")
     for r in response.results:
@@ -271,27 +252,14 @@ def cmd_search(args, settings: Settings) -> int:
 
 
 def cmd_status(args, settings: Settings) -> int:
-    from .services import build_store
-
-    client = None if args.direct else _service_client(settings)
-    if client is not None:
-        remote = client.status()
-        info = {"store": f"{remote['store']} (through the service at {client.url})",
-                "collections": [{k: c.get(k) for k in ("name", "points", "fingerprint", "chunk_tokens", "last_indexed")}
-                                for c in remote["collections"]],
-                "service": {"url": client.url, "jobs": remote["jobs"], "adapters": remote["adapters"]}}
-        return _print_status(args, info)
-    store = build_store(settings)
+    service = open_service(args, settings)
     try:
-        info = {"store": store.describe(), "collections": []}
-        for name in store.collections():
-            meta = store.collection_meta(name) or {}
-            info["collections"].append({"name": name, "points": store.count(name),
-                                        "fingerprint": meta.get("fingerprint"),
-                                        "chunk_tokens": meta.get("chunk_tokens"),
-                                        "last_indexed": meta.get("last_indexed")})
+        info = {"store": service.location,
+                "collections": [{"name": s.name, "points": s.points, "fingerprint": s.fingerprint or None,
+                                 "chunk_tokens": s.chunk_tokens, "last_indexed": s.last_indexed}
+                                for s in map(service.status, service.collections())]}
     finally:
-        store.close()
+        service.close()
     return _print_status(args, info)
 
 
@@ -386,18 +354,13 @@ COMMANDS = {"index": cmd_index, "serve": cmd_serve, "mcp": cmd_mcp, "search": cm
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from embedder import EmbedderError
-    from indexer.collection import CollectionMismatch
-    from indexer.search import NoIndex
-    from indexer.store import StoreError
-
-    from .serve.client import ServiceRequestError
+    from .service import ServiceError, friendly_errors
 
     try:
-        settings = load_settings(args)
-        return COMMANDS[args.command](args, settings)
-    except (EmbedderError, CollectionMismatch, NoIndex, StoreError, ValueError, FileNotFoundError,
-            ConnectionError, ServiceRequestError) as exc:
+        with friendly_errors():        # the one mapping of library errors to messages, as on the page
+            settings = load_settings(args)
+            return COMMANDS[args.command](args, settings)
+    except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

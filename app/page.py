@@ -82,7 +82,10 @@ def _remote_service(settings: Settings):
 
 def show_error(exc: ServiceError) -> None:
     """No index yet is a hint (info); everything else is an error."""
-    (st.info if isinstance(exc, NoIndexYet) else st.error)(str(exc))
+    if isinstance(exc, NoIndexYet):
+        st.info(f"{exc} — or use “Index a folder” in the sidebar.")
+    else:
+        st.error(str(exc))
 
 
 def sidebar(service: SearchService, settings: Settings) -> tuple[str, object]:

@@ -63,13 +63,16 @@ def index_settings(settings: Settings) -> IndexSettings:
                          max_bytes=int(settings.max_file_mb * 1024 * 1024))
 
 
-def build_indexer(settings: Settings, store: VectorStore) -> Indexer:
-    """The in-process indexer, or the Ray one when ``settings.workers > 1``."""
+def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,
+                  collection: str | None = None) -> Indexer:
+    """The in-process indexer (with ``embedder``, else the settings' model), or the Ray one when
+    ``settings.workers > 1``; into ``collection`` (default: the settings' collection)."""
+    collection = collection or settings.collection
     if settings.workers > 1:
         from indexer.distributed import RayIndexer
 
-        return RayIndexer(settings.embedder_config(), store, settings.collection, index_settings(settings),
+        return RayIndexer(settings.embedder_config(), store, collection, index_settings(settings),
                           workers=settings.workers, address=settings.ray_address)
     from indexer.pipeline import Indexer
 
-    return Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))
+    return Indexer(embedder or build_embedder(settings), store, collection, index_settings(settings))
