@@ -17,7 +17,7 @@ from qdrant_client import QdrantClient, models
 from app import cli
 from app.cli.common import add_settings_flags
 from app.cli.migrate import add_migrate_parser, cmd_migrate
-from app.migrate import migrate
+from indexer.store.migrate import migrate
 from indexer.pipeline import Indexer, IndexSettings
 from indexer.search import Searcher
 from indexer.store import (

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, add_settings_flags, load_settings, setup_logging
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_settings_flags,
+    load_settings,
+    setup_logging,
+)
 from .eval import add_eval_parser, cmd_eval
 from .finetune import add_finetune_parser, cmd_finetune
 from .migrate import add_migrate_parser, cmd_migrate

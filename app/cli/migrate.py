@@ -1,4 +1,4 @@
-"""``rag migrate``: argument wiring over :func:`app.migrate.migrate`."""
+"""``rag migrate``: argument wiring over :func:`indexer.store.migrate.migrate`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from indexer.store import EdgeStore
+from indexer.store import open_store
+from indexer.store.migrate import TARGET_HELP, migrate, open_target
 
-from ..migrate import TARGET_HELP, migrate, open_target
 from ..settings import Settings
 
 
@@ -40,7 +40,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"No embedded store at {data_dir}: set --data-dir / RAG_DATA_DIR to "
                                 "the folder `rag index` wrote to.")
-    source = EdgeStore(data_dir)
+    source = open_store(None, None, data_dir)
     try:
         target = open_target(spec, args.api_key or settings.api_key(), settings.collection_options(), data_dir)
         try:

@@ -12,7 +12,14 @@ from pathlib import Path
 from indexer.modes import MODES
 
 from ..settings import Settings
-from .common import EXIT_OK, EXIT_PARTIAL, add_direct_flag, add_settings_flags, open_service, via
+from .common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_direct_flag,
+    add_settings_flags,
+    open_service,
+    via,
+)
 
 
 def add_search_parsers(sub: argparse._SubParsersAction) -> None:

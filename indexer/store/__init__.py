@@ -73,16 +73,20 @@ def open_store(
     timeout: float = 10.0,
     options: CollectionOptions | None = None,
 ) -> VectorStore:
-    """A :class:`QdrantClientStore` when ``url`` is set (RAG_QDRANT_URL), else an :class:`EdgeStore`.
+    """A :class:`QdrantClientStore` when ``url`` is set (RAG_QDRANT_URL), else an :class:`EdgeStore`
+    at ``data_dir``. ``url`` is a server (``http(s)://HOST:6333``) or ``path:DIR``, qdrant-client's
+    local files (offline copies and tests).
 
     ``options`` (shards, replicas, on-disk, int8) shape the collections a server creates;
     the embedded store (one local shard) ignores them, with a warning.
-    Raises :class:`StoreError` when the server is unreachable or the embedded store is
-    held by another process.
+    Raises :class:`StoreError` when the server is unreachable or the store is held by another
+    process.
     """
     if url:
         from indexer.store.client import QdrantClientStore
 
+        if url.startswith("path:"):
+            return QdrantClientStore.open_local(url.removeprefix("path:"), options=options)
         return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout, options=options)
     if options is not None and not options.is_default():
         log.warning(

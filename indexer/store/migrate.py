@@ -1,4 +1,4 @@
-"""Copy a collection from the embedded store to a Qdrant server (or any store).
+"""Copy a collection from the embedded store to a Qdrant server (or any store): ``rag migrate``.
 
 Every point keeps its id, payload and stored dense vector; the BM25 sparse vector is
 recomputed from ``page_content`` by the target's :meth:`~indexer.store.VectorStore.upsert`
@@ -18,13 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from indexer.store import (
-    CollectionNotFound,
-    CollectionOptions,
-    EdgeStore,
-    StoreError,
-    VectorStore,
-)
+from indexer.store import open_store
+from indexer.store.base import VectorStore
+from indexer.store.types import CollectionNotFound, CollectionOptions, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +104,14 @@ def open_target(
     spec: str, api_key: str | None = None, options: CollectionOptions | None = None,
     source_dir: Path | None = None,
 ) -> VectorStore:
-    """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``."""
-    from indexer.store.client import QdrantClientStore
-
+    """The store named by ``--to``: ``http(s)://...``, ``path:DIR`` or ``edge:DIR``, opened by
+    :func:`~indexer.store.open_store` like every other store."""
     if spec.startswith(("http://", "https://")):
-        return QdrantClientStore.connect(spec, api_key=api_key, options=options)
+        return open_store(spec, api_key, Path(), options=options)
     kind, _, rest = spec.partition(":")
     if kind not in ("path", "edge") or not rest:
         raise ValueError(f"--to {spec!r} is not a target; use {TARGET_HELP}.")
     folder = Path(rest).expanduser().resolve()
     if source_dir is not None and folder == Path(source_dir).expanduser().resolve():
         raise ValueError(f"--to {spec!r} is the source store itself; copy to another folder or a server.")
-    if kind == "edge":
-        return EdgeStore(folder)
-    from qdrant_client import QdrantClient
-
-    try:
-        client = QdrantClient(path=str(folder))
-    except Exception as exc:  # noqa: BLE001 - portalocker/IO errors: say what to do
-        raise StoreError(f"Cannot open qdrant-client local store at {folder}: {exc}; "
-                         "close other programs using it or choose another folder.") from exc
-    return QdrantClientStore(client, options=options)
+    return open_store(f"path:{folder}" if kind == "path" else None, None, folder, options=options)
