@@ -10,6 +10,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:       # loaded when a factory runs: torch and transformers take seconds to import
     from embedder import Embedder, ModelInfo
+    from indexer.embedding import EmbeddingStage
     from indexer.pipeline import Indexer, IndexSettings
     from indexer.rerank import Reranker
 
@@ -65,14 +66,21 @@ def index_settings(settings: Settings) -> IndexSettings:
 
 def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,
                   collection: str | None = None) -> Indexer:
-    """The in-process indexer (with ``embedder``, else the settings' model), or the Ray one when
-    ``settings.workers > 1``; into ``collection`` (default: the settings' collection)."""
-    collection = collection or settings.collection
-    if settings.workers > 1:
-        from indexer.distributed import RayIndexer
-
-        return RayIndexer(settings.embedder_config(), store, collection, index_settings(settings),
-                          workers=settings.workers, address=settings.ray_address)
+    """The indexer into ``collection`` (default: the settings' collection), embedding as
+    :func:`build_embedding_stage` chooses."""
     from indexer.pipeline import Indexer
 
-    return Indexer(embedder or build_embedder(settings), store, collection, index_settings(settings))
+    return Indexer(build_embedding_stage(settings, embedder), store, collection or settings.collection,
+                   index_settings(settings))
+
+
+def build_embedding_stage(settings: Settings, embedder: Embedder | None = None) -> EmbeddingStage:
+    """Where an index run embeds: Ray workers when ``settings.workers > 1`` (each loads the model),
+    else this process with ``embedder`` (default: the settings' model)."""
+    if settings.workers > 1:
+        from indexer.distributed import RayEmbedding
+
+        return RayEmbedding(settings.embedder_config(), workers=settings.workers, address=settings.ray_address)
+    from indexer.embedding import LocalEmbedding
+
+    return LocalEmbedding(embedder or build_embedder(settings))
