@@ -18,23 +18,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from indexer.modes import DEFAULT_FUSION, MODES
 from indexer.store.payload import CONTENT_KEY
-from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, FUSIONS, MODE_HELP, MODES, SearchMode, score_kind  # noqa: F401
 from indexer.store.sparse import SparseVec, encode_document, encode_query
-from indexer.store.types import (  # noqa: F401  (re-exported: the value types used to live here)
-    GLOB_MAX_CANDIDATES,
-    CollectionMismatch,
-    CollectionNotFound,
-    CollectionOptions,
-    Hit,
-    Point,
-    SearchFilter,
-    StoreError,
-    StoreLocked,
-    as_floats,
-    batched,
-    normalize_id,
-)
+from indexer.store.types import GLOB_MAX_CANDIDATES, CollectionMismatch, CollectionNotFound, Hit, Point, SearchFilter
+from indexer.store.types import as_floats, batched, normalize_id
 
 log = logging.getLogger(__name__)
 
