@@ -429,20 +429,21 @@ class SearchService:
 
     def index(self, paths: list[Path], collection: str | None = None, *, include: tuple[str, ...] | list = (),
               exclude: tuple[str, ...] | list = (), recreate: bool = False, progress: bool = False,
-              on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
-        """Index ``paths`` (folders or files) into the collection: in this process, or on Ray workers
-        when ``settings.workers > 1``; ``recreate`` drops the collection first. Refreshes the caches."""
+              on_progress: Callable[[int, int], None] | None = None, workers: int = 1) -> IndexReport:
+        """Index ``paths`` (folders or files) into the collection: in this process with the service's
+        model, or on ``workers`` Ray workers when above 1 (``rag index --workers``); ``recreate`` drops
+        the collection first. Refreshes the caches."""
         name = self._name(collection)
         if not self._index_lock.acquire(blocking=False):
             raise BadRequest("Another folder is being indexed; wait for it to finish.")
         try:
             with friendly_errors():
-                if self.settings.workers > 1:      # the workers load the model; here only its config is checked
+                if workers > 1:      # the workers load the model; here only its config is checked
                     check_model(self.settings, self.store, recreate=recreate)
                     embedder = None
                 else:
                     embedder = self._model(recreate=recreate)
-                indexer = build_indexer(self.settings, self.store, embedder, collection=name)
+                indexer = build_indexer(self.settings, self.store, embedder, collection=name, workers=workers)
                 report = indexer.run(paths, include=include, exclude=exclude, recreate=recreate,
                                      progress=progress, on_progress=on_progress)
         finally:

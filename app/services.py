@@ -65,22 +65,25 @@ def index_settings(settings: Settings) -> IndexSettings:
 
 
 def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,
-                  collection: str | None = None) -> Indexer:
+                  collection: str | None = None, workers: int | None = None) -> Indexer:
     """The indexer into ``collection`` (default: the settings' collection), embedding as
     :func:`build_embedding_stage` chooses."""
     from indexer.pipeline import Indexer
 
-    return Indexer(build_embedding_stage(settings, embedder), store, collection or settings.collection,
-                   index_settings(settings))
+    return Indexer(build_embedding_stage(settings, embedder, workers=workers), store,
+                   collection or settings.collection, index_settings(settings))
 
 
-def build_embedding_stage(settings: Settings, embedder: Embedder | None = None) -> EmbeddingStage:
-    """Where an index run embeds: Ray workers when ``settings.workers > 1`` (each loads the model),
-    else this process with ``embedder`` (default: the settings' model)."""
-    if settings.workers > 1:
+def build_embedding_stage(settings: Settings, embedder: Embedder | None = None, *,
+                          workers: int | None = None) -> EmbeddingStage:
+    """Where an index run embeds: Ray workers when ``workers`` (default: ``settings.workers``,
+    RAG_WORKERS) is above 1, each loading the model; else this process with ``embedder`` (default:
+    the settings' model)."""
+    workers = settings.workers if workers is None else workers
+    if workers > 1:
         from indexer.distributed import RayEmbedding
 
-        return RayEmbedding(settings.embedder_config(), workers=settings.workers, address=settings.ray_address)
+        return RayEmbedding(settings.embedder_config(), workers=workers, address=settings.ray_address)
     from indexer.embedding import LocalEmbedding
 
     return LocalEmbedding(embedder or build_embedder(settings))

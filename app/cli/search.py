@@ -89,7 +89,7 @@ def cmd_index(args, settings: Settings) -> int:
         url = via(service)
         if url is None:
             reports = [service.index(args.paths, include=args.include, exclude=args.exclude, recreate=args.recreate,
-                                     progress=not (args.no_progress or args.json))]
+                                     progress=not (args.no_progress or args.json), workers=settings.workers)]
         else:
             if args.include or args.exclude or args.recreate or settings.workers > 1:
                 raise ValueError(f"`rag serve` runs for {settings.data_dir}: through it, rag index takes paths "
