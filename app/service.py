@@ -1,10 +1,15 @@
-"""What the search page talks to: one :class:`SearchService` per store, built from the settings.
+"""The facade every entry point talks to: one :class:`SearchService` per store, built from the settings.
 
-It holds the embedder, the store and one :class:`~indexer.search.Searcher` per collection, and
-turns every failure the page can meet into a :class:`ServiceError` whose message says what to do
-next (no index yet, store locked or server down, collection built with another model, a file
-outside the indexed folders). Indexing from the page runs here, in the same process, so it never
-fights the embedded store's single-process lock.
+The ``rag`` command, the search page and ``rag serve`` (HTTP and MCP) all search, index and read
+status through it. It holds the embedder, the store and one :class:`~indexer.search.Searcher` per
+collection, and turns every failure they can meet into a :class:`ServiceError` whose message says
+what to do next (no index yet, store locked or server down, collection built with another model, a
+file outside the indexed folders): :func:`friendly_errors` is the one mapping. Indexing runs here, in
+the same process, so it never fights the embedded store's single-process lock.
+
+The model is optional at construction: without one, the service reads its config when a search
+or an index run first needs it (after checking the collection, before any weights load), so a
+status or a keyword (sparse) search never loads a model at all.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from embedder import EmbedderError
 from indexer.extract import ExtractionError, extract
-from indexer.pipeline import Indexer, IndexReport
+from indexer.pipeline import IndexReport
 from indexer.rerank import Reranker
-from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher
+from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher, collection_meta_or_raise
 from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
-from .services import build_embedder, build_reranker, build_store, index_settings
+from .services import build_embedder, build_indexer, build_reranker, build_store, check_model
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -118,14 +123,16 @@ def friendly_errors() -> Iterator[None]:
     except ServiceError:
         raise
     except (NoIndex, CollectionNotFound) as exc:
-        raise NoIndexYet(f"{exc} — or use “Index a folder” in the sidebar.") from exc
+        raise NoIndexYet(str(exc)) from exc
     except CollectionMismatch as exc:
         raise ModelMismatch(str(exc)) from exc
     except StoreError as exc:
         raise StoreUnavailable(str(exc)) from exc
+    except ConnectionError as exc:
+        raise StoreUnavailable(str(exc)) from exc
     except EmbedderError as exc:
         raise ServiceError(f"The embedding model cannot be used: {exc}") from exc
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise BadRequest(str(exc)) from exc
 
 
@@ -192,9 +199,10 @@ def highlight(text: str, query: str) -> str:
 class SearchService:
     """Search, context, preview, filter options, status and indexing over one store."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None, store: VectorStore) -> None:
+        """``embedder`` None: the settings' model, read when first needed (see the module docstring)."""
         self.settings = settings
-        self.embedder = embedder
+        self._embedder = embedder
         self.store = store
         self._searchers: dict[str, Searcher] = {}
         self._reranker: Reranker | None = None
@@ -203,19 +211,36 @@ class SearchService:
         self._index_lock = threading.Lock()    # one indexing run at a time
 
     @classmethod
-    def from_settings(cls, settings: Settings, embedder: Embedder | None = None) -> SearchService:
-        """Open the store and load the model (unless ``embedder`` is given) that ``settings`` name."""
+    def from_settings(cls, settings: Settings, embedder: Embedder | None = None, *,
+                      lazy: bool = False) -> SearchService:
+        """Open the store and load the model (unless ``embedder`` is given) that ``settings`` name;
+        ``lazy``: leave the model to the first search or index run that needs it."""
         with friendly_errors():
             store = build_store(settings)
         try:
             with friendly_errors():
-                embedder = embedder or build_embedder(settings)
+                embedder = embedder or (None if lazy else build_embedder(settings))
         except BaseException:
             store.close()
             raise
         return cls(settings, embedder, store)
 
     # -- what is loaded ---------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The query/document model; read on first use when none was given (config and tokenizer
+        after checking that they match the collection, weights at the first embed)."""
+        return self._model()
+
+    def _model(self, *, recreate: bool = False) -> Embedder:
+        if self._embedder is None:
+            with friendly_errors():
+                info = check_model(self.settings, self.store, recreate=recreate)
+                embedder = build_embedder(self.settings, lazy=True, info=info)
+            with self._lock:
+                self._embedder = self._embedder or embedder
+        return self._embedder
+
     @property
     def model_name(self) -> str:
         return self.embedder.spec.name
@@ -241,9 +266,11 @@ class SearchService:
     def searcher(self, collection: str | None = None) -> Searcher:
         name = self._name(collection)
         with self._lock:
-            if name not in self._searchers:
-                self._searchers[name] = Searcher(self.embedder, self.store, name)
-            return self._searchers[name]
+            if name in self._searchers:
+                return self._searchers[name]
+        embedder = self.embedder
+        with self._lock:
+            return self._searchers.setdefault(name, Searcher(embedder, self.store, name))
 
     def meta(self, collection: str | None = None) -> dict:
         """The collection's metadata after checking it matches the model; raises ServiceError."""
@@ -252,7 +279,10 @@ class SearchService:
 
     # -- sidebar ----------------------------------------------------------------------------------
     def status(self, collection: str | None = None) -> CollectionStatus:
-        """Point count, fingerprint, last indexed time and roots; never raises for a bad collection."""
+        """Point count, fingerprint, last indexed time and roots; never raises for a bad collection.
+
+        ``error`` reports a mismatch with the model when one is loaded (none is loaded for this).
+        """
         name = self._name(collection)
         with friendly_errors():
             meta = self.store.collection_meta(name)
@@ -260,7 +290,8 @@ class SearchService:
             return CollectionStatus(name, self.location, exists=False)
         error = None
         try:
-            self.meta(name)
+            if self._embedder is not None:
+                self.meta(name)
             with friendly_errors():
                 points = self.store.count(name)
         except ServiceError as exc:
@@ -326,7 +357,13 @@ class SearchService:
         if mode not in MODES:
             raise BadRequest(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
         with friendly_errors():
-            searcher = self.searcher(collection)
+            if self._embedder is None:
+                collection_meta_or_raise(self.store, self._name(collection))   # before any model loads
+            if mode == "sparse" and self._embedder is None:
+                # BM25 needs no model: a keyword search over a service without one loads none (not even torch)
+                searcher = Searcher(None, self.store, self._name(collection))
+            else:
+                searcher = self.searcher(collection)
             if rerank:
                 searcher.reranker = self.reranker()
             return searcher.search(query, k=int(k), mode=mode, task=task,
@@ -388,19 +425,34 @@ class SearchService:
         folder = Path(raw).expanduser()
         if not folder.exists():
             raise BadRequest(f"{folder} does not exist on the machine running the UI; enter an existing folder.")
+        return self.index([folder], collection, on_progress=on_progress)
+
+    def index(self, paths: list[Path], collection: str | None = None, *, include: tuple[str, ...] | list = (),
+              exclude: tuple[str, ...] | list = (), recreate: bool = False, progress: bool = False,
+              on_progress: Callable[[int, int], None] | None = None, workers: int = 1) -> IndexReport:
+        """Index ``paths`` (folders or files) into the collection: in this process with the service's
+        model, or on ``workers`` Ray workers when above 1 (``rag index --workers``); ``recreate`` drops
+        the collection first. Refreshes the caches."""
         name = self._name(collection)
         if not self._index_lock.acquire(blocking=False):
             raise BadRequest("Another folder is being indexed; wait for it to finish.")
         try:
             with friendly_errors():
-                indexer = Indexer(self.embedder, self.store, name, index_settings(self.settings))
-                report = indexer.run([folder], progress=False, on_progress=on_progress)
+                if workers > 1:      # the workers load the model; here only its config is checked
+                    check_model(self.settings, self.store, recreate=recreate)
+                    embedder = None
+                else:
+                    embedder = self._model(recreate=recreate)
+                indexer = build_indexer(self.settings, self.store, embedder, collection=name, workers=workers)
+                report = indexer.run(paths, include=include, exclude=exclude, recreate=recreate,
+                                     progress=progress, on_progress=on_progress)
         finally:
             self._index_lock.release()
             with self._lock:
                 self._options.pop(name, None)
                 self._searchers.pop(name, None)
-        log.info("indexed %s into %s: %d files, %d chunks", folder, name, report.indexed, report.chunks)
+        log.info("indexed %s into %s: %d files, %d chunks", ", ".join(map(str, paths)), name, report.indexed,
+                 report.chunks)
         return report
 
     def close(self) -> None:

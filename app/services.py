@@ -10,6 +10,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:       # loaded when a factory runs: torch and transformers take seconds to import
     from embedder import Embedder, ModelInfo
+    from indexer.embedding import EmbeddingStage
     from indexer.pipeline import Indexer, IndexSettings
     from indexer.rerank import Reranker
 
@@ -63,13 +64,26 @@ def index_settings(settings: Settings) -> IndexSettings:
                          max_bytes=int(settings.max_file_mb * 1024 * 1024))
 
 
-def build_indexer(settings: Settings, store: VectorStore) -> Indexer:
-    """The in-process indexer, or the Ray one when ``settings.workers > 1``."""
-    if settings.workers > 1:
-        from indexer.distributed import RayIndexer
-
-        return RayIndexer(settings.embedder_config(), store, settings.collection, index_settings(settings),
-                          workers=settings.workers, address=settings.ray_address)
+def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,
+                  collection: str | None = None, workers: int | None = None) -> Indexer:
+    """The indexer into ``collection`` (default: the settings' collection), embedding as
+    :func:`build_embedding_stage` chooses."""
     from indexer.pipeline import Indexer
 
-    return Indexer(build_embedder(settings), store, settings.collection, index_settings(settings))
+    return Indexer(build_embedding_stage(settings, embedder, workers=workers), store,
+                   collection or settings.collection, index_settings(settings))
+
+
+def build_embedding_stage(settings: Settings, embedder: Embedder | None = None, *,
+                          workers: int | None = None) -> EmbeddingStage:
+    """Where an index run embeds: Ray workers when ``workers`` (default: ``settings.workers``,
+    RAG_WORKERS) is above 1, each loading the model; else this process with ``embedder`` (default:
+    the settings' model)."""
+    workers = settings.workers if workers is None else workers
+    if workers > 1:
+        from indexer.distributed import RayEmbedding
+
+        return RayEmbedding(settings.embedder_config(), workers=workers, address=settings.ray_address)
+    from indexer.embedding import LocalEmbedding
+
+    return LocalEmbedding(embedder or build_embedder(settings))

@@ -34,7 +34,7 @@ from pathlib import Path
 from finetune.beir import BeirDataset, write_beir
 from finetune.structure import text_sections
 from indexer.extract import ExtractionError, extract
-from indexer.extract.rst import clean_rst_inline as rst_inline
+from indexer.extract.rst import clean_rst_title
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,6 @@ def _require(root: Path, package: str) -> None:
                           f"(apt-get install {package}) to build this evaluation set.")
 
 
-def clean_rst_inline(text: str) -> str:
-    """``"Access to :func:`os.stat` results"`` -> ``"Access to os.stat results"``, on one line."""
-    return " ".join(rst_inline(text).split())
-
-
 def python_synopses(root: Path = PYTHON_DOCS) -> Iterator[tuple[str, str]]:
     """``(html page relative path, synopsis)`` for every ``:synopsis:`` in the reST sources."""
     sources = root / "_sources"
@@ -73,7 +68,7 @@ def python_synopses(root: Path = PYTHON_DOCS) -> Iterator[tuple[str, str]]:
         if not (root / page).is_file():
             continue
         for m in _SYNOPSIS.finditer(src.read_text(encoding="utf-8", errors="replace")):
-            yield page, clean_rst_inline(m.group(1) + " " + m.group(2))
+            yield page, clean_rst_title(m.group(1) + " " + m.group(2))
 
 
 def _page_text(path: Path) -> tuple[str, str] | None:

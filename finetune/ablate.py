@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from indexer.jsonl import read_jsonl
+
 from .beir import load_beir
 from .plots import ABLATION_PNG
 
@@ -80,8 +82,6 @@ def _heldout_passages(split_dir: Path) -> set[str]:
 
 def _train_rows(arm: Arm, arm_dir: Path, held: set[str]) -> list[dict]:
     """The arm's training examples, none of whose positives or negatives is a held-out passage."""
-    from .generate import read_jsonl   # finetune.generate imports torch; the CLI's parser must not
-
     rows = [{**r, "hard_negative_ids": [n for n in r.get("hard_negative_ids", []) if n not in held]}
             for r in read_jsonl(arm_dir / "train.jsonl") if r["positive_id"] not in held]
     if not arm.mixed_tasks and rows:

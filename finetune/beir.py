@@ -21,13 +21,13 @@ are kept, as BEIR does.
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from indexer.jsonl import JsonlError, iter_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +132,9 @@ def write_beir(folder: str | Path, dataset: BeirDataset, split: str = "test") ->
     """
     root = Path(folder).expanduser()
     (root / "qrels").mkdir(parents=True, exist_ok=True)
-    with (root / "corpus.jsonl").open("w", encoding="utf-8") as fh:
-        for doc_id, (title, text) in dataset.corpus.items():
-            fh.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
-    with (root / "queries.jsonl").open("w", encoding="utf-8") as fh:
-        for qid, text in dataset.queries.items():
-            fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    write_jsonl(root / "corpus.jsonl",
+                ({"_id": doc_id, "title": title, "text": text} for doc_id, (title, text) in dataset.corpus.items()))
+    write_jsonl(root / "queries.jsonl", ({"_id": qid, "text": text} for qid, text in dataset.queries.items()))
     with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(["query-id", "corpus-id", "score"])
@@ -156,24 +153,11 @@ def _find(root: Path, name: str) -> Path:
     raise FileNotFoundError(f"{root / name} is missing; {LAYOUT}.")
 
 
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with _open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BeirFormatError(f"{path}:{lineno} is not valid JSON ({exc}); {LAYOUT}.") from None
-            if not isinstance(row, dict):
-                raise BeirFormatError(f"{path}:{lineno} is not a JSON object; {LAYOUT}.")
-            yield lineno, row
+    try:
+        yield from iter_jsonl(path)
+    except JsonlError as exc:
+        raise BeirFormatError(f"{exc}; {LAYOUT}.") from None
 
 
 def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

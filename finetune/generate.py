@@ -9,7 +9,6 @@ and a rerun skips the (passage, task) pairs already written.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from indexer.jsonl import jsonl_line, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -171,20 +172,10 @@ def generate_queries(generator: QueryGenerator, passages: dict[str, str], out_pa
             answers = generator.complete([generator.prompt(passages[pid], task) for pid, task in batch])
             for (pid, task), query in zip(batch, answers):
                 record = GeneratedQuery(query, pid, task.name, task.instruction_task, generator.name)
-                fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                fh.write(jsonl_line(asdict(record)))
             fh.flush()
             os.fsync(fh.fileno())
             written += len(batch)
             bar.update(len(batch))
     return written
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file (a torn last line from a kill is skipped)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            logger.warning("skipping a malformed line in %s", path)
-    return records

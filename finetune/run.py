@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from embedder import Embedder
+from indexer.jsonl import read_jsonl, write_jsonl
 
 from .beir import BeirDataset, load_beir, write_beir
 from .evaluate import dense_rankings
-from .generate import LLM_TASKS, QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
+from .generate import LLM_TASKS, QUERY_TASKS, QueryGenerator, generate_queries
 from .metrics import mean_metrics, paired_comparison, per_query_metrics
 from .refine import (
     Dropped,
@@ -47,13 +48,6 @@ from .structure import collect_sections, title_pairs
 from .train import TrainConfig, train_adapter
 
 logger = logging.getLogger(__name__)
-
-
-def write_jsonl(path: Path, rows) -> None:
-    """Write ``rows`` as JSONL atomically (a kill leaves the old file or the new one)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _need(path: Path, step: str) -> Path:

@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.extract.rst import clean_rst_title
+
 logger = logging.getLogger(__name__)
 
 #: File types whose headings are read.
 STRUCTURE_SUFFIXES = (".rst", ".md", ".markdown", ".txt", ".html", ".htm")
 _RST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+_:.<>])\1{2,}\s*$")
 _MD_HEADING = re.compile(r"^#{1,6}\s+(\S.*?)\s*#*\s*$")
-_ROLE = re.compile(r":[a-z:]+:`(?:[^`<]*<)?[~!]?([^`>]+)>?`")
-_PEP = re.compile(r":(pep|rfc):`(\d+)`")
 #: Section numbers that Sphinx puts before a title: "9.3. ", "B. ", "4.8.19. ".
 _NUMBERING = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)*\.?|[A-Z]\.(?:[0-9]+\.)*)\s+")
 _SKIP_PAGES = re.compile(r"(^|/)(genindex[^/]*|py-modindex|search|contents|modindex)\.html$")
@@ -44,13 +44,6 @@ class Section:
     page: str
     title: str
     text: str
-
-
-def clean_rst_inline(text: str) -> str:
-    """``"Access to :func:`os.stat` results"`` -> ``"Access to os.stat results"``."""
-    text = _PEP.sub(lambda m: f"{m.group(1).upper()} {m.group(2)}", text)
-    text = _ROLE.sub(r"\1", text)
-    return " ".join(text.replace("``", "").replace("\\", "").replace("*", "").split())
 
 
 def text_sections(text: str) -> Iterator[tuple[str, str]]:
@@ -72,7 +65,7 @@ def text_sections(text: str) -> Iterator[tuple[str, str]]:
         end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
         own = "\n".join(lines[body:end]).strip()
         if own:
-            yield clean_rst_inline(title), own
+            yield clean_rst_title(title), own
 
 
 def html_sections(html: str) -> Iterator[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Indexing with the embedding spread over a Ray cluster: ``rag index --workers N``.
 
-The run is the one :class:`~indexer.pipeline.Indexer` makes (the same skip-unchanged check,
+:class:`RayEmbedding` is an embedding stage: ``Indexer(RayEmbedding(config, workers=4), store,
+collection)`` makes the same run as the in-process indexer (the same skip-unchanged check,
 deterministic point ids, stale chunks deleted after the new ones are in, the same report); only
 the middle moves onto Ray Data::
 
@@ -31,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder import EmbedderConfig, EmbedderError, describe_model
+from embedder import EmbedderConfig, EmbedderError, ModelInfo, describe_model
 
-from .pipeline import Chunker, Indexer, IndexSettings, ParsedFile, StoredFiles, default_embed_batch
+from .embedding import EmbeddingStage
+from .pipeline import Indexer, IndexSettings, StoredFiles, default_embed_batch
+from .prepare import DocumentPreparer, ParsedFile
 from .store import Point, VectorStore
 from .walk import FileEntry
 
@@ -42,31 +45,34 @@ logger = logging.getLogger(__name__)
 _CHUNK, _UNCHANGED, _FAILED = "chunk", "unchanged", "failed"
 
 
-class RayIndexer(Indexer):
-    """An :class:`Indexer` whose parsing and embedding run on a Ray cluster, ``workers`` models at once.
+class RayEmbedding(EmbeddingStage):
+    """The embedding stage of an :class:`~indexer.pipeline.Indexer` on a Ray cluster, ``workers`` models at once.
 
     Args:
-        config: the embedder each worker loads (this process loads only its tokenizer).
+        config: the embedder each worker loads (this process reads only its config and tokenizer).
         workers: embedding actors; each takes one GPU when the cluster has GPUs (and the device
             is ``auto`` or ``cuda``), else ``cpus_per_worker`` CPUs.
         address: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None
             starts a local one for the run (or uses the one this process already joined).
     """
 
-    def __init__(self, config: EmbedderConfig, store: VectorStore, collection: str,
-                 settings: IndexSettings = IndexSettings(), *, workers: int = 2, address: str | None = None,
+    def __init__(self, config: EmbedderConfig, *, workers: int = 2, address: str | None = None,
                  cpus_per_worker: int = 1, files_per_task: int = 4) -> None:
         if workers < 1:
             raise ValueError(f"workers={workers}: use at least 1.")
-        self.embedder = None
         self.config = config
         self.workers = workers
         self.address = address
         self.cpus_per_worker = cpus_per_worker
         self.files_per_task = files_per_task
-        self._setup(describe_model(config), store, collection, settings)
+        self._info = describe_model(config)
 
-    def _embedded(self, entries: list[FileEntry], stored: StoredFiles) -> Iterator[ParsedFile]:
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def embedded(self, entries: list[FileEntry], stored: StoredFiles, preparer: DocumentPreparer,
+                 settings: IndexSettings) -> Iterator[ParsedFile]:
         if not entries:
             return
         if not logger.isEnabledFor(logging.INFO):  # Ray Data's execution chatter only with -v
@@ -79,17 +85,18 @@ class RayIndexer(Indexer):
 
         started = _connect(ray, self.address, self.workers * self.cpus_per_worker + 1)
         try:
-            dataset = self._dataset(ray, entries, stored)
+            dataset = self._dataset(ray, entries, stored, preparer, settings)
             yield from _assemble(dataset.iter_batches(batch_size=None, batch_format="numpy"),
                                  {str(e.path): e for e in entries})
         finally:
             if started:
                 ray.shutdown()
 
-    def _dataset(self, ray, entries: list[FileEntry], stored: StoredFiles):
+    def _dataset(self, ray, entries: list[FileEntry], stored: StoredFiles, preparer: DocumentPreparer,
+                 settings: IndexSettings):
         gpus = _gpus_per_worker(ray, self.config.device, self.workers)
         config = replace(self.config, device="cuda" if gpus else "cpu")
-        embed_batch = self.settings.embed_batch or default_embed_batch(config.device)
+        embed_batch = settings.embed_batch or default_embed_batch(config.device)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the indexer's own bar counts files
         context.enable_auto_log_stats = False
@@ -102,13 +109,21 @@ class RayIndexer(Indexer):
                          batch_format="numpy",
                          # half a CPU: unlike the CPU workers' 1, this keeps Ray from fusing
                          # parsing into the embedding actors, so the two overlap
-                         fn_kwargs={"chunker": self.chunker}, num_cpus=0.5)
+                         fn_kwargs={"preparer": preparer}, num_cpus=0.5)
             .map_batches(_EmbedWorker, batch_size=embed_batch, batch_format="numpy",
-                         fn_constructor_kwargs={"config": config, "expected": self.fingerprint.key,
+                         fn_constructor_kwargs={"config": config, "expected": self._info.fingerprint.key,
                                                 "threads": self.cpus_per_worker},
                          compute=ray.data.ActorPoolStrategy(size=self.workers),
                          num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_worker)
         )
+
+
+def RayIndexer(config: EmbedderConfig, store: VectorStore, collection: str,  # noqa: N802 - the old class name
+               settings: IndexSettings = IndexSettings(), *, workers: int = 2, address: str | None = None,
+               cpus_per_worker: int = 1, files_per_task: int = 4) -> Indexer:
+    """``Indexer(RayEmbedding(config, workers=..., address=...), store, collection, settings)``."""
+    return Indexer(RayEmbedding(config, workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                                files_per_task=files_per_task), store, collection, settings)
 
 
 def _connect(ray, address: str | None, local_cpus: int) -> bool:
@@ -159,7 +174,7 @@ def _gpus_per_worker(ray, device: str, workers: int) -> int:
     return 1
 
 
-def _parse_files(batch: dict[str, np.ndarray], chunker: Chunker) -> dict[str, np.ndarray]:
+def _parse_files(batch: dict[str, np.ndarray], preparer: DocumentPreparer) -> dict[str, np.ndarray]:
     """Ray task: files -> one row per chunk, or one row for a file that is unchanged or failed."""
     rows: dict[str, list] = {k: [] for k in ("source", "kind", "id", "text", "payload", "content_hash",
                                              "chunk_count", "error")}
@@ -177,7 +192,7 @@ def _parse_files(batch: dict[str, np.ndarray], chunker: Chunker) -> dict[str, np
     for path, root, size, mtime, stored in zip(batch["path"], batch["root"], batch["size"], batch["mtime"],
                                                batch["stored"]):
         entry = FileEntry(Path(str(path)), Path(str(root)), int(size), float(mtime))
-        parsed = chunker.parse(entry, str(stored) or None)
+        parsed = preparer.prepare(entry, str(stored) or None)
         if parsed.error or parsed.unchanged:
             add(str(path), _FAILED if parsed.error else _UNCHANGED, parsed.content_hash, error=parsed.error or "")
             continue

@@ -7,8 +7,11 @@ from (path, chunk index, content hash): after a kill at any moment, the next run
 ids (nothing duplicated) and finishes what was missing (nothing lost). Files that disappeared from
 an indexed root lose their chunks.
 
-Parsing runs in worker threads ahead of the model, and writing runs in a thread behind it, so the
-model is kept busy.
+Where the chunks are embedded is a stage the indexer is built with (:mod:`indexer.embedding`):
+in this process, preparing files on threads ahead of the model (:class:`~indexer.embedding.LocalEmbedding`,
+the default), or on a Ray cluster (:class:`~indexer.distributed.RayEmbedding`). Writing runs in a
+thread behind the model, so the model is kept busy. Preparing a file (hash, extract, chunk,
+payloads) is :class:`~indexer.prepare.DocumentPreparer`.
 """
 
 from __future__ import annotations
@@ -16,22 +19,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from .chunking import chunk_text
 from .collection import check_compatible, collection_meta
-from .extract import ExtractionError, extract
-from .ids import file_hash, point_id
+from .embedding import EmbeddingStage, LocalEmbedding
+from .prepare import Chunker, DocumentPreparer, ParsedFile  # noqa: F401  (Chunker, ParsedFile: old homes)
 from .store import Point, VectorStore
-from .store.payload import make_payload
-from .walk import FileEntry, is_under, walk
+from .walk import is_under, walk
 
 if TYPE_CHECKING:
     from embedder import Embedder, ModelInfo
@@ -62,57 +62,6 @@ class IndexReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class ParsedFile:
-    """One file after parsing: its chunks as points (dense vectors empty until embedded), or why not."""
-
-    entry: FileEntry
-    content_hash: str = ""
-    points: list[Point] = field(default_factory=list)
-    error: str | None = None
-    unchanged: bool = False
-
-
-@dataclass(frozen=True)
-class Chunker:
-    """Turns one file into chunk points: everything parsing needs, small enough to ship to workers."""
-
-    tokenizer: Any
-    chunk_tokens: int
-    chunk_overlap: int
-    max_bytes: int
-
-    def parse(self, entry: FileEntry, stored_digest: str | None) -> ParsedFile:
-        """Hash, extract and chunk ``entry``; ``unchanged`` when ``stored_digest`` is its hash."""
-        parsed = ParsedFile(entry)
-        try:
-            parsed.content_hash = file_hash(entry.path)
-            if parsed.content_hash == stored_digest:
-                parsed.unchanged = True
-                return parsed
-            doc = extract(entry.path, max_bytes=self.max_bytes)
-            chunks = chunk_text(doc.text, self.tokenizer, self.chunk_tokens, self.chunk_overlap)
-            if not chunks:
-                parsed.error = "no text to index"
-            source = str(entry.path)
-            parsed.points = [
-                Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text, payload=make_payload(
-                    page_content=chunk.text, source=source, root=str(entry.root), chunk_index=i,
-                    chunk_count=len(chunks), start=chunk.start, end=chunk.end, title=doc.title,
-                    file_type=doc.file_type, mtime=entry.mtime, content_hash=parsed.content_hash,
-                ))
-                for i, chunk in enumerate(chunks)
-            ]
-        except ExtractionError as exc:
-            parsed.error = exc.reason
-        except OSError as exc:
-            parsed.error = f"cannot read: {exc.strerror or exc}"
-        except Exception as exc:  # a parser bug on one odd file must not stop the run
-            logger.exception("failed to parse %s", entry.path)
-            parsed.error = f"{type(exc).__name__}: {exc}"
-        return parsed
 
 
 @dataclass
@@ -169,16 +118,19 @@ def chunk_sizes(info: ModelInfo, chunk_tokens: int, chunk_overlap: int) -> tuple
 
 
 class Indexer:
-    """Indexes folders into one collection with one embedder (in this process)."""
+    """Indexes folders into one collection.
 
-    def __init__(self, embedder: Embedder, store: VectorStore, collection: str,
+    ``embedder``: an :class:`~embedder.Embedder` (embedding in this process: wrapped in a
+    :class:`~indexer.embedding.LocalEmbedding`) or any :class:`~indexer.embedding.EmbeddingStage`,
+    such as :class:`~indexer.distributed.RayEmbedding` for ``--workers N``.
+    """
+
+    def __init__(self, embedder: Embedder | EmbeddingStage, store: VectorStore, collection: str,
                  settings: IndexSettings = IndexSettings()) -> None:
-        self.embedder = embedder
-        if settings.embed_batch is None:
-            settings = replace(settings, embed_batch=default_embed_batch(embedder.device.type))
-        self._setup(embedder.info, store, collection, settings)
-
-    def _setup(self, info: ModelInfo, store: VectorStore, collection: str, settings: IndexSettings) -> None:
+        self.stage = embedder if isinstance(embedder, EmbeddingStage) else LocalEmbedding(embedder)
+        info = self.stage.info
+        if settings.embed_batch is None and self.stage.device is not None:
+            settings = replace(settings, embed_batch=default_embed_batch(self.stage.device))
         self.fingerprint = info.fingerprint
         self.store = store
         self.collection = collection
@@ -187,7 +139,12 @@ class Indexer:
         if self.chunk_tokens < settings.chunk_tokens:
             logger.info("chunk size lowered from %d to %d tokens to fit the model's max length",
                         settings.chunk_tokens, self.chunk_tokens)
-        self.chunker = Chunker(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes)
+        self.preparer = DocumentPreparer(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes)
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The model embedding in this process (None when the stage embeds elsewhere)."""
+        return getattr(self.stage, "embedder", None)
 
     # -- collection ------------------------------------------------------------------------------
     def open_collection(self, recreate: bool = False) -> bool:
@@ -249,7 +206,8 @@ class Indexer:
         write_batch = self.settings.embed_batch or EMBED_BATCH["cpu"]
         try:
             with _Writer(self.store, self.collection, write_batch) as writer:
-                for done, parsed in enumerate(self._embedded(entries, stored), start=1):
+                for done, parsed in enumerate(self.stage.embedded(entries, stored, self.preparer, self.settings),
+                                              start=1):
                     bar.update(1)
                     if on_progress is not None:
                         on_progress(done, len(entries))
@@ -286,41 +244,6 @@ class Indexer:
                     report.indexed, report.chunks, report.unchanged, report.removed, len(report.failed),
                     report.seconds)
         return report
-
-    def _embedded(self, entries: list[FileEntry], stored: StoredFiles) -> Iterator[ParsedFile]:
-        """Every entry parsed and its points embedded, in the order parsing finishes.
-
-        Parsing runs in threads, up to ``parse_ahead`` files ahead of the model; parsed files are
-        embedded together in batches of about ``embed_batch`` chunks. A file that is slow to parse
-        (a large PDF) does not hold back the files behind it: the model takes whatever is ready.
-        """
-        todo = iter(entries)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool:
-            running: set[Future] = set()
-
-            def refill() -> None:
-                for entry in islice(todo, self.settings.parse_ahead - len(running)):
-                    running.add(pool.submit(self.chunker.parse, entry, stored.complete_digest(str(entry.path))))
-
-            refill()
-            waiting: list[ParsedFile] = []
-            chunks = 0
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    waiting.append(future.result())
-                    chunks += len(waiting[-1].points)
-                refill()
-                if chunks >= self.settings.embed_batch or not running:
-                    yield from self._embed(waiting)
-                    waiting, chunks = [], 0
-
-    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:
-        points = [p for f in files for p in f.points]
-        vectors = iter(self.embedder.embed_documents([p.text for p in points]) if points else [])
-        for f in files:
-            f.points = [replace(p, dense=next(vectors).tolist()) for p in f.points]
-        return files
 
     def _remove_missing(self, roots: list[Path], seen: set[str], stored: StoredFiles) -> int:
         removed = 0

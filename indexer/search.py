@@ -44,6 +44,11 @@ class SearchResult:
         return {"rank": self.rank, "score": self.score, "id": self.id, "text": self.text,
                 "metadata": self.metadata}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchResult:
+        """The inverse of :meth:`to_dict` (a result read back from JSON)."""
+        return cls(d["rank"], d["score"], d["id"], d["text"], d.get("metadata") or {})
+
 
 @dataclass(frozen=True)
 class SearchResponse:
@@ -61,6 +66,12 @@ class SearchResponse:
         return {"query": self.query, "query_text": self.query_text, "mode": self.mode,
                 "score_kind": self.score_kind, "reranked": self.reranked, "seconds": self.seconds,
                 "results": [r.to_dict() for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchResponse:
+        """The inverse of :meth:`to_dict` (a response read back from JSON)."""
+        return cls(d["query"], d["query_text"], d["mode"], [SearchResult.from_dict(r) for r in d["results"]],
+                   d["seconds"], d.get("reranked", False), d.get("score_kind", ""))
 
 
 def _result(rank: int, hit: Hit) -> SearchResult:

@@ -9,7 +9,7 @@ import pytest
 
 from app.cli import main
 from finetune.ablate import ARM_NAMES, run_ablation
-from finetune.generate import read_jsonl
+from indexer.jsonl import read_jsonl
 from finetune.plots import before_after_plot, loss_plot
 from finetune.train import TrainConfig
 from tests.test_finetune_run import BAD, GOOD, TOPICS

@@ -30,7 +30,7 @@ from indexer.store import DEFAULT_MODE, MODES, EdgeStore, score_kind
 
 from .docs import make_corpus
 
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "page.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "ui" / "page.py")
 CHUNK_TOKENS = "64"
 
 
@@ -310,7 +310,7 @@ def test_context_shows_the_neighbours_only_without_overlaps():
 
 
 def test_preview_renders_the_document_safely_with_the_hit_marked():
-    from app.render import preview_html
+    from app.ui.render import preview_html
 
     md = "# Title\n\nSome *text* <script>alert(1)</script>.\n\n    code line\n"
     out = preview_html(md, "md", md.index("Some"), md.index("Some") + 4)
@@ -327,7 +327,7 @@ def test_preview_renders_the_document_safely_with_the_hit_marked():
 
 
 def test_card_snippet_keeps_whole_lines_sentences_and_statements():
-    from app.results import card_snippet
+    from app.ui.results import card_snippet
 
     text = ("ing another list comprehension. Consider the following example of a matrix:\n\n"
             ">>> matrix = [\n...     [1, 2, 3, 4],\n...     [5, 6, 7, 8],\n... ]\n\nThe end.")

@@ -1,4 +1,4 @@
-"""The real page in a real browser: `streamlit run app/page.py` driven by headless Chromium (Playwright)."""
+"""The real page in a real browser: `streamlit run app/ui/page.py` driven by headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_search_in_a_real_browser(tmp_path, default_embedder, sync_playwright):
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for name in ("RAG_MODEL", "RAG_QDRANT_URL", "RAG_COLLECTION"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "streamlit", "run", "app/page.py", "--server.headless", "true",
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/ui/page.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
     with log_file.open("w") as out:

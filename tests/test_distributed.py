@@ -25,7 +25,7 @@ from .docs import make_corpus
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[scale]')")
 
-from indexer.distributed import RayIndexer, _EmbedWorker  # noqa: E402
+from indexer.distributed import RayEmbedding, _EmbedWorker  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SETTINGS = IndexSettings(chunk_tokens=64, chunk_overlap=8, max_bytes=100_000, embed_batch=16)
@@ -54,7 +54,7 @@ def test_more_gpu_workers_than_gpus_is_refused(tmp_path, store):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(EmbedderError, match="--workers 2 needs 2 GPUs.*has 1"):
-            RayIndexer(CONFIG, store, "docs", SETTINGS, workers=2).run([corpus], progress=False)
+            Indexer(RayEmbedding(CONFIG, workers=2), store, "docs", SETTINGS).run([corpus], progress=False)
     finally:
         ray.shutdown()
 
@@ -62,7 +62,7 @@ def test_more_gpu_workers_than_gpus_is_refused(tmp_path, store):
 def test_unreachable_cluster_names_the_fix(store, tmp_path):
     corpus = make_corpus(tmp_path / "docs", bad=False)
     with pytest.raises(ConnectionError, match="ray start --head"):
-        RayIndexer(CONFIG, store, "docs", SETTINGS, address="127.0.0.1:1").run([corpus], progress=False)
+        Indexer(RayEmbedding(CONFIG, address="127.0.0.1:1"), store, "docs", SETTINGS).run([corpus], progress=False)
 
 
 def points(store, name: str) -> dict[str, tuple[np.ndarray, dict]]:
@@ -71,7 +71,7 @@ def points(store, name: str) -> dict[str, tuple[np.ndarray, dict]]:
 
 def test_workers_write_what_the_in_process_indexer_writes(cluster, store, default_embedder, tmp_path):
     corpus = make_corpus(tmp_path / "docs")
-    ray_report = RayIndexer(CONFIG, store, "ray", SETTINGS, workers=2).run([corpus], progress=False)
+    ray_report = Indexer(RayEmbedding(CONFIG, workers=2), store, "ray", SETTINGS).run([corpus], progress=False)
     local_report = Indexer(default_embedder, store, "local", SETTINGS).run([corpus], progress=False)
 
     assert ray_report.indexed == local_report.indexed == 5
@@ -88,7 +88,7 @@ def test_workers_write_what_the_in_process_indexer_writes(cluster, store, defaul
 
 def test_workers_index_incrementally_and_finish_an_interrupted_run(cluster, store, default_embedder, tmp_path):
     corpus = make_corpus(tmp_path / "docs", bad=False)
-    indexer = RayIndexer(CONFIG, store, "docs", SETTINGS, workers=2)
+    indexer = Indexer(RayEmbedding(CONFIG, workers=2), store, "docs", SETTINGS)
     first = indexer.run([corpus], progress=False)
     assert first.indexed == 5 and not first.failed
 
@@ -118,7 +118,10 @@ def test_two_indexers_writing_at_once_never_duplicate(cluster, store, default_em
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=index, args=(lambda: RayIndexer(CONFIG, store, "docs", SETTINGS),)),
+    def on_ray():
+        return Indexer(RayEmbedding(CONFIG), store, "docs", SETTINGS)
+
+    threads = [threading.Thread(target=index, args=(on_ray,)),
                threading.Thread(target=index, args=(lambda: Indexer(default_embedder, store, "docs", SETTINGS),))]
     for t in threads:
         t.start()
@@ -133,7 +136,7 @@ def test_cuda_workers_on_a_cpu_cluster_are_refused(cluster, store, tmp_path):
     corpus = make_corpus(tmp_path / "docs", bad=False)
     config = EmbedderConfig(device="cuda")
     with pytest.raises(EmbedderError, match="no GPU"):
-        RayIndexer(config, store, "docs", SETTINGS, workers=1).run([corpus], progress=False)
+        Indexer(RayEmbedding(config, workers=1), store, "docs", SETTINGS).run([corpus], progress=False)
 
 
 @pytest.mark.gpu
@@ -144,7 +147,7 @@ def test_gpu_workers_match_the_in_process_indexer(cluster, store, tiny_embedder,
     corpus = make_corpus(tmp_path / "docs", bad=False)
     config = EmbedderConfig(model=str(tiny_mistral_dir), device="cuda", max_length=64, batch_tokens=512)
     workers = min(2, torch.cuda.device_count())
-    report = RayIndexer(config, store, "gpu", SETTINGS, workers=workers).run([corpus], progress=False)
+    report = Indexer(RayEmbedding(config, workers=workers), store, "gpu", SETTINGS).run([corpus], progress=False)
     Indexer(tiny_embedder, store, "cpu", SETTINGS).run([corpus], progress=False)
     got, want = points(store, "gpu"), points(store, "cpu")
     assert report.indexed == 5 and got.keys() == want.keys()

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from indexer.jsonl import write_jsonl
 from finetune.beir import BeirDataset, BeirFormatError, load_beir, write_beir
 from finetune.evaluate import dense_rankings, evaluate, exact_top_k
 from finetune.metrics import (
@@ -98,10 +99,6 @@ def test_metrics_match_trec_eval():
 
 
 # -- BEIR folders ------------------------------------------------------------------------------
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
 def beir_folder(tmp_path, qrels_kind="tsv"):
     root = tmp_path / "mini"
     (root / "qrels").mkdir(parents=True)

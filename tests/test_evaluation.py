@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.docsets import _sections, clean_rst_inline, headings_set, text_sections
+from evaluation.docsets import _sections, headings_set, text_sections
+from indexer.extract.rst import clean_rst_title
 from evaluation.engine import EvalCollection
 from evaluation.rankings import chunk_dataset, fuse_rrf, pool_chunks
 from finetune.beir import BeirDataset
@@ -44,9 +45,12 @@ def test_text_sections_reads_rst_and_markdown_headings():
     assert "append" in got[1][1] and "More on Lists" not in got[1][1]   # the title is not in the body
 
 
-def test_clean_rst_inline_keeps_the_words_of_roles():
-    assert clean_rst_inline("The :keyword:`!del` statement and :func:`~os.stat`") == "The del statement and os.stat"
-    assert clean_rst_inline("logging, :pep:`282`-style") == "logging, PEP 282-style"
+def test_clean_rst_title_keeps_the_words_of_roles():
+    assert clean_rst_title("The :keyword:`!del` statement and :func:`~os.stat`") == "The del statement and os.stat"
+    assert clean_rst_title("logging, :pep:`282`-style") == "logging, PEP 282-style"
+    # a titled role shows its title, a literal keeps its stars, and the result is one line
+    assert clean_rst_title("Using :ref:`the tutorial <tut-intro>`  and\n``*args``") == \
+        "Using the tutorial and *args"
 
 
 def test_sphinx_sections_drop_heading_permalinks_and_nested_sections(tmp_path):

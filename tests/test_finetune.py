@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from embedder import Embedder
-from finetune.generate import QUERY_TASKS, QueryGenerator, generate_queries, read_jsonl
+from finetune.generate import QUERY_TASKS, QueryGenerator, generate_queries
+from indexer.jsonl import read_jsonl
 from finetune.losses import info_nce, task_homogeneous_batches
 from finetune.train import TrainConfig, train_adapter
 

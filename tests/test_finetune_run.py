@@ -10,7 +10,7 @@ from app.cli import main
 from embedder import Embedder
 from finetune import run
 from finetune.beir import BeirDataset, write_beir
-from finetune.generate import read_jsonl
+from indexer.jsonl import read_jsonl
 from finetune.train import TrainConfig
 
 TOPICS = {

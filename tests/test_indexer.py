@@ -64,7 +64,7 @@ def test_a_file_slow_to_parse_does_not_hold_back_the_others(default_embedder, tm
     import dataclasses
     import threading
 
-    from indexer.pipeline import Chunker
+    from indexer.prepare import DocumentPreparer
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -73,19 +73,42 @@ def test_a_file_slow_to_parse_does_not_hold_back_the_others(default_embedder, tm
     progressed = threading.Event()
     released = []
 
-    class SlowFirst(Chunker):
-        def parse(self, entry, stored_digest):
+    class SlowFirst(DocumentPreparer):
+        def prepare(self, entry, stored_digest):
             if entry.path.name == "a_slow.txt":
                 released.append(progressed.wait(timeout=20))
-            return super().parse(entry, stored_digest)
+            return super().prepare(entry, stored_digest)
 
     with EdgeStore(tmp_path / "store") as store:
         indexer = Indexer(default_embedder, store, "docs", IndexSettings(embed_batch=1))
-        indexer.chunker = SlowFirst(**{f.name: getattr(indexer.chunker, f.name)
-                                       for f in dataclasses.fields(Chunker)})
+        indexer.preparer = SlowFirst(**{f.name: getattr(indexer.preparer, f.name)
+                                        for f in dataclasses.fields(DocumentPreparer)})
         report = indexer.run([folder], progress=False, on_progress=lambda done, total: progressed.set())
         assert released == [True]
         assert report.indexed == 4 and store.count("docs") == report.chunks
+
+
+def test_the_indexer_embeds_through_the_stage_it_is_given(default_embedder, store, corpus):
+    """Composition: one Indexer; where chunks are embedded is the stage passed in (a plain
+    embedder becomes a LocalEmbedding), and any stage writes what the local one writes."""
+    from indexer.embedding import LocalEmbedding
+
+    class Counting(LocalEmbedding):
+        files = 0
+
+        def embedded(self, entries, stored, preparer, settings):
+            for parsed in super().embedded(entries, stored, preparer, settings):
+                Counting.files += 1
+                yield parsed
+
+    plain = Indexer(default_embedder, store, "plain", SETTINGS)
+    assert isinstance(plain.stage, LocalEmbedding) and plain.embedder is default_embedder
+    plain_report = plain.run([corpus], progress=False)
+    staged_report = Indexer(Counting(default_embedder), store, "staged", SETTINGS).run([corpus], progress=False)
+    assert Counting.files >= staged_report.indexed > 0          # every written file came through the stage
+    assert (staged_report.indexed, staged_report.chunks) == (plain_report.indexed, plain_report.chunks)
+    ids = {name: sorted(pid for pid, _ in store.iter_payloads(name, [])) for name in ("plain", "staged")}
+    assert ids["plain"] == ids["staged"] and ids["plain"]
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])

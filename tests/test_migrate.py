@@ -15,7 +15,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from app import cli
-from app.migrate import add_migrate_parser, cmd_migrate, migrate
+from app.cli.common import add_settings_flags
+from app.cli.migrate import add_migrate_parser, cmd_migrate
+from indexer.store.migrate import migrate
 from indexer.pipeline import Indexer, IndexSettings
 from indexer.search import Searcher
 from indexer.store import (
@@ -175,7 +177,7 @@ def test_migrate_to_a_real_server_with_collection_options(default_embedder, sour
 # -- the command --------------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rag")
-    add_migrate_parser(parser.add_subparsers(dest="command", required=True), cli._common)
+    add_migrate_parser(parser.add_subparsers(dest="command", required=True), add_settings_flags)
     return parser.parse_args(argv)
 
 
@@ -219,8 +221,6 @@ def test_cmd_migrate_without_an_embedded_store(tmp_path, no_server):
 
 
 def test_rag_migrate_through_main(source_dir, tmp_path, capsys, no_server):
-    if "migrate" not in cli.COMMANDS:
-        pytest.skip("`rag migrate` is not registered in app/cli.py yet (add_migrate_parser/cmd_migrate)")
     dest = f"path:{tmp_path / 'dest'}"
     assert cli.main(["migrate", "--to", dest, "--data-dir", str(source_dir), "--collection", "docs",
                      "--no-progress"]) == 0

@@ -9,7 +9,7 @@ import pytest
 
 from app.cli import main
 from finetune import run
-from finetune.generate import read_jsonl
+from indexer.jsonl import read_jsonl, write_jsonl
 from finetune.structure import collect_sections, html_sections, text_sections, title_pairs
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -49,7 +49,7 @@ def test_split_holds_out_whole_pages(tmp_path):
     rows = read_jsonl(tmp_path / "generated.jsonl")
     # as after refine and mine, with every other passage as a negative
     for name in ("screened.jsonl", "mined.jsonl"):
-        run.write_jsonl(tmp_path / name, [{**r, "hard_negative_ids": [p["_id"] for p in passages[:30]]}
+        write_jsonl(tmp_path / name, [{**r, "hard_negative_ids": [p["_id"] for p in passages[:30]]}
                                           for r in rows])
     run.step_split(tmp_path, heldout_fraction=0.3)
     page = {p["_id"]: p["page"] for p in passages}

@@ -31,10 +31,6 @@ def _error(exc: ServiceRequestError) -> ServiceError:
     return ServiceError(detail)
 
 
-def _result(d: dict) -> SearchResult:
-    return SearchResult(d["rank"], d["score"], d["id"], d["text"], d.get("metadata") or {})
-
-
 def _build(cls, data: dict):
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
@@ -85,14 +81,14 @@ class RemoteSearchService:
                        "modified_after": flt.modified_after}
         body = {"query": query, "collection": collection, "k": k, "mode": mode, "task": task,
                 "instruction": instruction, "filters": filters, "rerank": rerank}
-        d = self._call("POST", "/search", json={k: v for k, v in body.items() if v is not None})
-        return SearchResponse(d["query"], d["query_text"], d["mode"], [_result(r) for r in d["results"]],
-                              d["seconds"], d["reranked"], d["score_kind"])
+        body = {k: v for k, v in body.items() if v is not None}
+        return SearchResponse.from_dict(self._call("POST", "/search", json=body))
 
     def context(self, result: SearchResult, collection: str | None = None, before: int = 1,
                 after: int = 1) -> list[SearchResult]:
         body = {"result": result.to_dict(), "before": before, "after": after}
-        return [_result(r) for r in self._call("POST", f"/collections/{collection}/context", json=body)["results"]]
+        rows = self._call("POST", f"/collections/{collection}/context", json=body)["results"]
+        return [SearchResult.from_dict(r) for r in rows]
 
     def preview(self, path: str | Path, collection: str | None = None) -> Preview:
         return _build(Preview, self._call("GET", f"/collections/{collection}/preview", params={"path": str(path)}))

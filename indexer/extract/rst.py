@@ -53,6 +53,11 @@ def clean_rst_inline(text: str) -> str:
     return text.replace("\\ ", "").replace("\\", "")
 
 
+def clean_rst_title(text: str) -> str:
+    """:func:`clean_rst_inline` on one line with runs of whitespace collapsed: a heading or a synopsis."""
+    return " ".join(clean_rst_inline(text).split())
+
+
 def _role_text(match: re.Match) -> str:
     """What Sphinx shows for a role: its title (``title <target>``), else the target without ``~``/``!``."""
     content = match.group(1)

@@ -4,7 +4,8 @@
   one shard directory per collection under a data directory; single process.
 - :class:`QdrantClientStore`: a Qdrant server (or qdrant-client's local modes).
 
-Use :func:`open_store` to pick one from the settings. Payload layout:
+Use :func:`open_store` to pick one from the settings. Value types and errors:
+:mod:`indexer.store.types`; the interface: :mod:`indexer.store.base`. Payload layout:
 :mod:`indexer.store.payload`; BM25 sparse vectors: :mod:`indexer.store.sparse`.
 """
 
@@ -14,27 +15,21 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from indexer.store.base import (
-    DEFAULT_FUSION,
-    DEFAULT_MODE,
-    FUSIONS,
-    MODE_HELP,
-    MODES,
+from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, FUSIONS, MODE_HELP, MODES, SearchMode, score_kind
+from indexer.store.base import VectorStore
+from indexer.store.edge import EdgeStore
+from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
+from indexer.store.sparse import bm25_fingerprint
+from indexer.store.types import (
     CollectionMismatch,
     CollectionNotFound,
     CollectionOptions,
     Hit,
     Point,
     SearchFilter,
-    SearchMode,
     StoreError,
     StoreLocked,
-    VectorStore,
-    score_kind,
 )
-from indexer.store.edge import EdgeStore
-from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
-from indexer.store.sparse import bm25_fingerprint
 
 if TYPE_CHECKING:
     from indexer.store.client import QdrantClientStore, collection_config
@@ -78,16 +73,20 @@ def open_store(
     timeout: float = 10.0,
     options: CollectionOptions | None = None,
 ) -> VectorStore:
-    """A :class:`QdrantClientStore` when ``url`` is set (RAG_QDRANT_URL), else an :class:`EdgeStore`.
+    """A :class:`QdrantClientStore` when ``url`` is set (RAG_QDRANT_URL), else an :class:`EdgeStore`
+    at ``data_dir``. ``url`` is a server (``http(s)://HOST:6333``) or ``path:DIR``, qdrant-client's
+    local files (offline copies and tests).
 
     ``options`` (shards, replicas, on-disk, int8) shape the collections a server creates;
     the embedded store (one local shard) ignores them, with a warning.
-    Raises :class:`StoreError` when the server is unreachable or the embedded store is
-    held by another process.
+    Raises :class:`StoreError` when the server is unreachable or the store is held by another
+    process.
     """
     if url:
         from indexer.store.client import QdrantClientStore
 
+        if url.startswith("path:"):
+            return QdrantClientStore.open_local(url.removeprefix("path:"), options=options)
         return QdrantClientStore.connect(url, api_key=api_key, timeout=timeout, options=options)
     if options is not None and not options.is_default():
         log.warning(

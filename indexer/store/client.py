@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -31,18 +32,13 @@ from indexer.store.base import (
     RRF_K,
     RRF_WEIGHTS,
     SPARSE_VECTOR,
-    CollectionMismatch,
-    CollectionOptions,
-    Hit,
-    Point,
-    SearchFilter,
-    StoreError,
     VectorStore,
     check_name,
     prefetch_limit,
 )
 from indexer.store.payload import DIRS_FIELD, FILE_TYPE_FIELD, INDEXED_FIELDS, MTIME_FIELD, SOURCE_FIELD
 from indexer.store.sparse import SparseVec
+from indexer.store.types import CollectionMismatch, CollectionOptions, Hit, Point, SearchFilter, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,6 +140,18 @@ class QdrantClientStore(VectorStore):
             raise StoreError(f"Cannot reach Qdrant at {url}: {exc}. {hint}") from exc
         log.info("connected to Qdrant at %s", url)
         return cls(client, location=f"Qdrant server at {url}", retries=retries, options=options)
+
+    @classmethod
+    def open_local(cls, folder: str | Path, options: CollectionOptions | None = None) -> QdrantClientStore:
+        """qdrant-client's local mode on files in ``folder`` (offline copies and tests, not a product
+        default: it searches by brute force). Raises :class:`StoreError` when another program holds it."""
+        folder = Path(folder).expanduser().resolve()
+        try:
+            client = QdrantClient(path=str(folder))
+        except Exception as exc:  # noqa: BLE001 - portalocker/IO errors: say what to do
+            raise StoreError(f"Cannot open qdrant-client local store at {folder}: {exc}; "
+                             "close other programs using it or choose another folder.") from exc
+        return cls(client, options=options)
 
     # ----- VectorStore API --------------------------------------------------------------
     def collections(self) -> list[str]:

@@ -29,17 +29,13 @@ from indexer.store.base import (
     RRF_K,
     RRF_WEIGHTS,
     SPARSE_VECTOR,
-    Hit,
-    Point,
-    SearchFilter,
-    StoreError,
-    StoreLocked,
     VectorStore,
     check_name,
     prefetch_limit,
 )
 from indexer.store.payload import DIRS_FIELD, FILE_TYPE_FIELD, INDEXED_FIELDS, MTIME_FIELD, SOURCE_FIELD
 from indexer.store.sparse import SparseVec
+from indexer.store.types import Hit, Point, SearchFilter, StoreError, StoreLocked
 
 try:  # POSIX advisory lock; elsewhere the engine's own WAL lock still protects the shards
     import fcntl

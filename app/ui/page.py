@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `streamlit run app/page.py` runs this file as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # `streamlit run app/ui/page.py` runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
@@ -26,14 +26,14 @@ from app.service import (  # noqa: E402
     query_terms,
     context_around,
 )
-from app.render import preview_html  # noqa: E402
-from app.results import card_snippet  # noqa: E402
+from app.ui.render import preview_html  # noqa: E402
+from app.ui.results import card_snippet  # noqa: E402
 from app.services import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
 from indexer.modes import MODE_HELP, MODES  # noqa: E402
 
-log = logging.getLogger("app.page")
+log = logging.getLogger("app.ui.page")
 ALL_FOLDERS = "(all folders)"
 #: The hover text of each score kind (indexer.search.SearchResponse.score_kind).
 SCORE_HELP = {
@@ -82,7 +82,10 @@ def _remote_service(settings: Settings):
 
 def show_error(exc: ServiceError) -> None:
     """No index yet is a hint (info); everything else is an error."""
-    (st.info if isinstance(exc, NoIndexYet) else st.error)(str(exc))
+    if isinstance(exc, NoIndexYet):
+        st.info(f"{exc} — or use “Index a folder” in the sidebar.")
+    else:
+        st.error(str(exc))
 
 
 def sidebar(service: SearchService, settings: Settings) -> tuple[str, object]:
