@@ -22,8 +22,8 @@ from common import CACHE, footer, header, quiet_transformers, table
 
 from embedder import Embedder
 from evaluation import docsets
+from evaluation.beir import load_beir, write_beir
 from evaluation.evaluate import run_eval
-from finetune.beir import load_beir, write_beir
 
 SET_TASKS = {"python-synopsis": "summary_lookup", "kernel-sections": "title_lookup"}
 

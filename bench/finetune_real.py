@@ -18,7 +18,7 @@ What runs, with the product's own steps (`rag finetune`'s ``finetune.run``):
 3. refine (the model-free filters), mine (hard negatives with the false-negative margin), split,
    train (LoRA, InfoNCE), then every set again with the adapter: MRR@10, nDCG@10 and R@10 per set
    and mode before and after, the change with its 95 % bootstrap interval and the paired
-   permutation test's p-value (``finetune.metrics.paired_comparison``).
+   permutation test's p-value (``evaluation.metrics.paired_comparison``).
 
 Steps already done in the work folder are not redone (``W/data``: structure and refine, model-free;
 ``W/<model tag>``: mine, split, adapter), so a run prepared on one machine can train on another.
@@ -40,10 +40,10 @@ from common import CACHE, footer, header, quiet_transformers, table
 
 from embedder import Embedder
 from evaluation import docsets
+from evaluation.beir import BeirDataset, load_beir, write_beir
 from evaluation.evaluate import run_eval
+from evaluation.metrics import paired_comparison
 from finetune import run as steps
-from finetune.beir import BeirDataset, load_beir, write_beir
-from finetune.metrics import paired_comparison
 from finetune.plots import LOSS_PNG, loss_plot
 from finetune.train import TrainConfig, train_adapter
 

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 from common import CACHE, footer, header, quiet_transformers, table
 
+from evaluation.beir import load_beir, write_beir
+from evaluation.dense import exact_top_k
 from evaluation.docsets import SETS, build
 from evaluation.engine import EvalCollection
+from evaluation.metrics import compute_metrics
 from evaluation.rankings import chunk_dataset, fuse_rrf
-from finetune.beir import load_beir, write_beir
-from finetune.evaluate import exact_top_k
-from finetune.metrics import compute_metrics
 from indexer.store import EdgeStore
 
 METRICS = ("mrr@10", "ndcg@10", "recall@10", "recall@100")

@@ -17,7 +17,7 @@ Each set pairs text a person wrote *about* a document (not copied from it) with 
   without labelled queries still gets a test set.
 
 The sets are built at test or benchmark time from the installed files and written in the BEIR
-layout (:func:`finetune.beir.write_beir`), so ``rag eval FOLDER`` reads them. Nothing of the
+layout (:func:`evaluation.beir.write_beir`), so ``rag eval FOLDER`` reads them. Nothing of the
 documents is committed. ``python -m evaluation.docsets OUT`` builds both.
 """
 
@@ -31,10 +31,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from finetune.beir import BeirDataset, write_beir
-from finetune.structure import text_sections
+from evaluation.beir import BeirDataset, write_beir
 from indexer.extract import ExtractionError, extract
 from indexer.extract.rst import clean_rst_title
+from indexer.extract.sections import text_sections
 
 log = logging.getLogger(__name__)
 

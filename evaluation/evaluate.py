@@ -1,6 +1,6 @@
 """``rag eval``: retrieval quality on a BEIR test set, through numpy (dense) or a real store.
 
-- dense: exact cosine search in numpy (:func:`finetune.evaluate.dense_rankings`), no store;
+- dense: exact cosine search in numpy (:func:`evaluation.dense.dense_rankings`), no store;
 - sparse / hybrid (and dense on request): the corpus is indexed into a temporary collection
   of a :class:`~indexer.store.VectorStore` (BM25 from ``Point.text``, dense vectors from the
   embedder) and every query runs through ``store.search(mode=...)``, the same path `rag search`
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from embedder import Embedder
-from finetune.beir import BeirDataset
-from finetune.evaluate import dense_rankings
-from finetune.metrics import DEFAULT_METRICS, compute_metrics, per_query_metrics
+from evaluation.beir import BeirDataset
+from evaluation.dense import dense_rankings
+from evaluation.metrics import DEFAULT_METRICS, compute_metrics, per_query_metrics
 from indexer.pipeline import chunk_sizes
 from indexer.rerank import Reranker
 from indexer.store import MODES, EdgeStore, VectorStore

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from finetune.beir import BeirDataset
+from evaluation.beir import BeirDataset
 from indexer.chunking import chunk_text
 
 Rankings = dict[str, list[str]]

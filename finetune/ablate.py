@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evaluation.beir import load_beir
 from indexer.jsonl import read_jsonl
 
-from .beir import load_beir
 from .plots import ABLATION_PNG
 
 if TYPE_CHECKING:  # the CLI reads ARM_NAMES without loading torch
@@ -99,8 +99,9 @@ def run_ablation(workdir: Path, base: "Embedder", fresh: Callable[[], "Embedder"
     embedder per arm (training wraps its model in place). ``top_k=0`` means the data has no
     false-positive filter in any arm (structure pairs).
     """
+    from evaluation.metrics import paired_comparison
+
     from . import run
-    from .metrics import paired_comparison
     from .plots import ablation_plot
     from .train import train_adapter
 

@@ -26,24 +26,24 @@ from pathlib import Path
 import numpy as np
 
 from embedder import Embedder
+from evaluation.beir import BeirDataset, load_beir, write_beir
+from evaluation.dense import dense_rankings
+from evaluation.metrics import mean_metrics, paired_comparison, per_query_metrics
 from indexer.jsonl import read_jsonl, write_jsonl
 
-from .beir import BeirDataset, load_beir, write_beir
-from .evaluate import dense_rankings
 from .generate import LLM_TASKS, QUERY_TASKS, QueryGenerator, generate_queries
-from .metrics import mean_metrics, paired_comparison, per_query_metrics
+from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
 from .refine import (
     Dropped,
     Example,
     RefineReport,
     dedupe_queries,
-    normalize_text,
     drop_malformed,
     drop_repetitive_passages,
     filter_false_positives,
     mine_hard_negatives,
+    normalize_text,
 )
-from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
 from .structure import collect_sections, title_pairs
 from .train import TrainConfig, train_adapter
 

@@ -85,8 +85,8 @@ def test_finetune_real_trains_and_an_adapter_evaluated_later_scores_the_same(ben
     """Structure pairs of samples/ -> LoRA on a tiny decoder -> a heading set before/after; then the
     written adapter, evaluated on its own (`--adapter`, as after training on another machine), gives
     the same "after" figures as the model trained in process."""
+    from evaluation.beir import write_beir
     from evaluation.docsets import headings_set
-    from finetune.beir import write_beir
 
     write_beir(tmp_path / "sets" / "samples-headings", headings_set(ROOT / "samples", max_queries=12))
     common = ["--model", str(tiny_mistral_dir), "--sets", str(tmp_path / "sets"), "--modes", "dense",

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from indexer.jsonl import write_jsonl
-from finetune.beir import BeirDataset, BeirFormatError, load_beir, write_beir
-from finetune.evaluate import dense_rankings, evaluate, exact_top_k
-from finetune.metrics import (
+from evaluation.beir import BeirDataset, BeirFormatError, load_beir, write_beir
+from evaluation.dense import dense_rankings, exact_top_k
+from evaluation.evaluate import run_eval
+from evaluation.metrics import (
     compute_metrics,
     mrr_at_k,
     ndcg_at_k,
@@ -20,6 +20,7 @@ from finetune.metrics import (
     per_query_metrics,
     recall_at_k,
 )
+from indexer.jsonl import write_jsonl
 
 # -- metrics, by hand ----------------------------------------------------------------------------
 # q1 judged {d1: 2, d2: 0, d3: 1}, ranked [d2, d1, d4, d3]:
@@ -190,15 +191,16 @@ TOPICS = BeirDataset(
 
 
 def test_evaluate_dense_numpy(default_embedder):
-    result = evaluate(default_embedder, TOPICS)
-    assert result["ndcg@10"] > 0.8 and result["mrr@10"] > 0.8
-    assert result["recall@100"] == 1.0  # 6 docs: everything is retrieved
+    result = run_eval(default_embedder, TOPICS, "dense")
+    metrics = result["metrics"]
+    assert metrics["ndcg@10"] > 0.8 and metrics["mrr@10"] > 0.8
+    assert metrics["recall@100"] == 1.0  # 6 docs: everything is retrieved
     assert result["n_queries"] == 5 and result["n_docs"] == 6 and result["seconds"] >= 0
     rankings = dense_rankings(default_embedder, TOPICS, k=3)
     assert all(len(r) == 3 for r in rankings.values())
     assert rankings["q1"][0] == "py" and rankings["q2"][0] == "planet"
     with pytest.raises(ValueError, match="raise k"):
-        evaluate(default_embedder, TOPICS, k=10)
+        run_eval(default_embedder, TOPICS, "dense", k=10)
 
 
 def test_ignore_identical_ids(default_embedder):
@@ -210,7 +212,7 @@ def test_ignore_identical_ids(default_embedder):
 
 
 def test_store_paths_sparse_hybrid_and_dense_agree(default_embedder, tmp_path):
-    from evaluation.evaluate import run_eval, store_rankings
+    from evaluation.evaluate import store_rankings
     from indexer.store import EdgeStore
 
     results = {}

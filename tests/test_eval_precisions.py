@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app.cli import main
-from finetune.beir import BeirDataset, write_beir
+from evaluation.beir import BeirDataset, write_beir
 from tests.test_finetune_run import TOPICS
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,

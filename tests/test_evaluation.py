@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.beir import BeirDataset
 from evaluation.docsets import _sections, headings_set, text_sections
-from indexer.extract.rst import clean_rst_title
 from evaluation.engine import EvalCollection
+from evaluation.metrics import compute_metrics
 from evaluation.rankings import chunk_dataset, fuse_rrf, pool_chunks
-from finetune.beir import BeirDataset
-from finetune.metrics import compute_metrics
+from indexer.extract.rst import clean_rst_title
 from indexer.store import EdgeStore
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -158,7 +158,7 @@ def test_rag_eval_chunks_finds_what_lies_past_the_models_max_length(tmp_path, ca
     """Whole-document ranking sees a document's first 256 tokens only; `rag eval --chunks` ranks by the
     best chunk, as `rag search` does, so the answer at the end of a long page is found."""
     from app.cli import main
-    from finetune.beir import write_beir
+    from evaluation.beir import write_beir
 
     filler = " ".join(f"Tomatoes and roses need sun, water and compost in bed {i}." for i in range(80))
     corpus = {
@@ -182,7 +182,7 @@ def test_rag_eval_rerank_scores_what_rag_search_rerank_returns(tmp_path, capsys,
     """`rag eval --rerank` re-orders the first stage's top candidates with the reranking model, as
     `rag search --rerank` does: keyword bait that BM25 ranks first drops below the answer."""
     from app.cli import main
-    from finetune.beir import write_beir
+    from evaluation.beir import write_beir
 
     corpus = {
         "bait": ("", "How do I do it, I wonder? I do. Page numbers of a PDF: page 1, page 2, page 3, page 4."),

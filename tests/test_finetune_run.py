@@ -8,10 +8,10 @@ import pytest
 
 from app.cli import main
 from embedder import Embedder
+from evaluation.beir import BeirDataset, write_beir
 from finetune import run
-from finetune.beir import BeirDataset, write_beir
-from indexer.jsonl import read_jsonl
 from finetune.train import TrainConfig
+from indexer.jsonl import read_jsonl
 
 TOPICS = {
     "bread": "Knead the dough made of flour, water, salt and yeast, let it rise overnight and bake it in a hot oven until the crust is brown and crisp.",

@@ -1,4 +1,4 @@
-"""The packages import one way: embedder <- indexer <- finetune <- evaluation <- app (README, Architecture)."""
+"""The packages import one way: embedder <- indexer <- evaluation <- finetune <- app (README, Architecture)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = ("embedder", "indexer", "finetune", "evaluation", "app")
+OURS = ("embedder", "indexer", "evaluation", "finetune", "app")
 #: What each package may import of ours (besides itself).
 ALLOWED = {
     "embedder": set(),
     "indexer": {"embedder"},
-    "finetune": {"embedder", "indexer"},
-    "evaluation": {"embedder", "indexer", "finetune"},
+    "evaluation": {"embedder", "indexer"},
+    "finetune": {"embedder", "indexer", "evaluation"},
     "app": {"embedder", "indexer", "finetune", "evaluation"},
 }
 

@@ -9,8 +9,9 @@ import pytest
 
 from app.cli import main
 from finetune import run
+from finetune.structure import collect_sections, title_pairs
+from indexer.extract.sections import html_sections, text_sections
 from indexer.jsonl import read_jsonl, write_jsonl
-from finetune.structure import collect_sections, html_sections, text_sections, title_pairs
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 BODY = " ".join(["word"] * 40)

@@ -35,8 +35,8 @@ def add_eval_parser(sub, common) -> None:
 
 
 def cmd_eval(args, settings: Settings) -> int:
+    from evaluation.beir import load_beir
     from evaluation.evaluate import run_eval
-    from finetune.beir import load_beir
 
     from ..services import build_embedder, build_reranker
 
@@ -75,7 +75,7 @@ PRECISIONS = ("none", "8bit", "4bit")
 def _eval_precisions(args, settings: Settings, dataset, precisions: list[str]) -> int:
     """One evaluation per precision, each paired with the first (the reference) query by query."""
     from evaluation.evaluate import run_eval
-    from finetune.metrics import paired_comparison
+    from evaluation.metrics import paired_comparison
 
     from ..services import build_embedder
 

@@ -9,15 +9,12 @@ blocks so memory stays bounded for large corpora.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 import numpy as np
 
 from embedder import Embedder
 
 from .beir import BeirDataset
-from .metrics import DEFAULT_METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -98,25 +95,3 @@ def dense_rankings(embedder: Embedder, dataset: BeirDataset, k: int = 100, task:
             ranked = [d for d in ranked if d != qid]
         rankings[qid] = ranked[:k]
     return rankings
-
-
-def evaluate(embedder: Embedder, dataset: BeirDataset, k: int = 100, task: str | None = None,
-             instruction: str | None = None, *, metrics: tuple[str, ...] = DEFAULT_METRICS, sep: str = " ",
-             ignore_identical_ids: bool = True, show_progress: bool = False) -> dict[str, Any]:
-    """Dense retrieval metrics of ``embedder`` on ``dataset``.
-
-    Returns ``{"ndcg@10": ..., "mrr@10": ..., "recall@10": ..., "recall@100": ...,
-    "n_queries": int, "n_docs": int, "seconds": float}``. ``k`` must cover the largest cut-off.
-    """
-    deepest = max(int(m.split("@")[1]) for m in metrics)
-    if k < deepest:
-        raise ValueError(f"k={k} is smaller than the deepest metric cut-off ({deepest}); raise k.")
-    start = time.perf_counter()
-    rankings = dense_rankings(embedder, dataset, k, task, instruction, sep=sep,
-                              ignore_identical_ids=ignore_identical_ids, show_progress=show_progress)
-    result: dict[str, Any] = dict(compute_metrics(rankings, dataset.qrels, metrics))
-    result.update(n_queries=len(dataset.queries), n_docs=len(dataset.corpus),
-                  seconds=round(time.perf_counter() - start, 3))
-    logger.info("%s: %s", dataset.name or "dataset",
-                ", ".join(f"{m}={result[m]:.4f}" for m in metrics))
-    return result
