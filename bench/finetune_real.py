@@ -20,6 +20,10 @@ What runs, with the product's own steps (`rag finetune`'s ``finetune.run``):
    and mode before and after, the change with its 95 % bootstrap interval and the paired
    permutation test's p-value (``evaluation.metrics.paired_comparison``).
 
+``--adapter DIR`` (repeatable) skips all of that and scores adapters trained before, e.g. on a GPU
+machine, against the base model on the same sets. Each corpus is embedded once per model for every
+mode (dense: exact search in numpy; hybrid: a temporary collection of the embedded store).
+
 Steps already done in the work folder are not redone (``W/data``: structure and refine, model-free;
 ``W/<model tag>``: mine, split, adapter), so a run prepared on one machine can train on another.
 """
@@ -31,6 +35,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,11 +46,13 @@ from common import CACHE, footer, header, quiet_transformers, table
 from embedder import Embedder
 from evaluation import docsets
 from evaluation.beir import BeirDataset, load_beir, write_beir
-from evaluation.evaluate import run_eval
-from evaluation.metrics import paired_comparison
+from evaluation.dense import exact_top_k
+from evaluation.engine import EvalCollection
+from evaluation.metrics import mean_metrics, paired_comparison, per_query_metrics
 from finetune import run as steps
 from finetune.plots import LOSS_PNG, loss_plot
 from finetune.train import TrainConfig, train_adapter
+from indexer.store import EdgeStore
 
 logger = logging.getLogger("bench.finetune_real")
 #: The instruction each set's queries are embedded with (instructed models only).
@@ -106,11 +113,27 @@ def prepare_data(data: Path, docs: Path, exclude: list[str], max_pages: int | No
 
 
 def evaluate(embedder: Embedder, sets: dict[str, BeirDataset], modes: list[str], tasks: dict[str, str]) -> dict:
+    """Per set and mode: metrics and per-query metrics. Each corpus is embedded once for every mode:
+    dense is exact search in numpy, sparse and hybrid run in a temporary collection of the embedded store."""
     out = {}
     for name, data in sets.items():
         task = tasks.get(name) if embedder.spec.instructed else None
+        doc_ids, qids = list(data.corpus), list(data.queries)
+        texts = [data.document(d) for d in doc_ids]
+        vectors = embedder.embed_documents(texts)
+        query_vecs = embedder.embed_queries([data.queries[q] for q in qids], task=task)
         for mode in modes:
-            out[(name, mode)] = run_eval(embedder, data, mode, task=task, per_query=True)
+            if mode == "dense":
+                top, _ = exact_top_k(query_vecs, vectors, 100)
+                rankings = {q: [doc_ids[i] for i in top[row]] for row, q in enumerate(qids)}
+            else:
+                with tempfile.TemporaryDirectory() as tmp, EdgeStore(Path(tmp)) as store, \
+                        EvalCollection(store, doc_ids, texts, vectors) as collection:
+                    rankings = collection.rankings(qids, [data.queries[q] for q in qids], query_vecs, mode)
+            per_query = per_query_metrics(rankings, data.qrels)
+            out[(name, mode)] = {"metrics": mean_metrics(per_query), "per_query": per_query,
+                                 "n_queries": len(qids), "n_docs": len(doc_ids)}
+            logger.info("%s %s: %s", name, mode, {m: round(v, 4) for m, v in out[(name, mode)]["metrics"].items()})
     return out
 
 
@@ -158,7 +181,9 @@ def main() -> None:
     parser.add_argument("--synthetic-eval", action="store_true",
                         help="also score the held-out synthetic queries before/after (the training card's figures)")
     parser.add_argument("--init-adapter", type=Path, help="continue training this adapter (a second stage)")
-    parser.add_argument("--adapter", type=Path, help="evaluate this adapter (trained before) against the base; no training")
+    parser.add_argument("--adapter", type=Path, action="append",
+                        help="score this adapter (trained before, e.g. on another machine) against the base; "
+                             "repeatable; no training")
     parser.add_argument("--prepare-only", action="store_true",
                         help="build the sets and the model-free data, then stop (to train elsewhere)")
     args = parser.parse_args()
@@ -192,14 +217,18 @@ def main() -> None:
     settings = {"max_length": args.max_length} if args.max_length else {}
     embedder = Embedder.from_pretrained(args.model, **settings)
     t0 = time.perf_counter()
-    if args.adapter:  # trained elsewhere: evaluate the base model, then the base with the adapter
+    if args.adapter:  # trained elsewhere: evaluate the base model, then the base with each adapter
         before = evaluate(embedder, sets, modes, tasks)
-        after = evaluate(Embedder.from_pretrained(args.model, adapter=str(args.adapter), **settings), sets, modes, tasks)
-        rows = compare(before, after)
-        table(rows)
+        scored = []
+        for adapter in args.adapter:
+            tuned = Embedder.from_pretrained(args.model, adapter=str(adapter), **settings)
+            rows = compare(before, evaluate(tuned, sets, modes, tasks))
+            print(f"## {adapter}")
+            table(rows)
+            scored.append({"adapter": str(adapter), "sets": rows})
         if args.json:
-            args.json.write_text(json.dumps({"model": args.model, "adapter": str(args.adapter), "sets": rows,
-                                             "max_length": embedder.max_length}, indent=2))
+            args.json.write_text(json.dumps({"model": args.model, "max_length": embedder.max_length,
+                                             "adapters": scored}, indent=2))
         footer(start)
         return
     work = args.workdir / tag
