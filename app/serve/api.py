@@ -3,7 +3,8 @@
 - ``GET /health``: liveness (no key needed);
 - ``GET /status``: store, model, collections, adapters, batching counters, jobs;
 - ``GET /collections``; ``POST /search``;
-- ``POST /index`` starts a background job (409 while one runs); ``GET /index/{id}`` its progress;
+- ``POST /index`` queues a background job (409 while one for that collection is queued or running;
+  jobs run one after another); ``GET /index/{id}`` its progress;
 - ``POST /v1/embeddings``: OpenAI/TEI-style embeddings, plus ``input_type``, ``task``/``instruction``
   and ``adapter`` (a LoRA adapter loaded with ``RAG_LORA_ADAPTERS``).
 
