@@ -199,11 +199,18 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
                             headers=exc.headers)
 
+    seen: set[str] = set()   # collections found once: no store listing on each search (a dropped one is
+                             # still refused, by the search itself)
+
     def collection_or_404(name: str | None) -> str:
         name = name or runtime.settings.collection
-        if name not in service.collections():
-            have = ", ".join(service.collections()) or "none yet (POST /index)"
-            raise HTTPException(404, f"collection: no collection {name!r}; existing: {have}")
+        if name in seen:
+            return name
+        have = service.collections()
+        if name not in have:
+            raise HTTPException(404, f"collection: no collection {name!r}; existing: "
+                                     f"{', '.join(have) or 'none yet (POST /index)'}")
+        seen.add(name)
         return name
 
     def check_task(task: str | None) -> None:
