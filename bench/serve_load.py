@@ -3,7 +3,8 @@
 Rows (all in one run, same index, same queries):
 - in-process ``Searcher`` (the baseline: threads calling ``Searcher.search``, no service);
 - in-process batching (threads calling the service's search through the micro-batcher, no HTTP);
-- HTTP ``POST /search`` to a real ``rag serve`` subprocess, dynamic batching on and off;
+- HTTP ``POST /search`` to a real ``rag serve`` subprocess, dynamic batching on and off, and
+  ``mode=sparse`` (no model: what HTTP handling and the store cost per request);
 - HTTP ``POST /v1/embeddings`` (query, 64 clients) with LoRA adapters: every request on one
   adapter vs requests alternating two adapters, for the ``grouped`` and ``mixed`` strategies.
 
@@ -318,6 +319,10 @@ def main() -> None:
                                        + row["note"])
                         rows.append(row)
                         rate[batching, c] = row["req/s"]
+                    if batching and n == 1:   # the floor: HTTP and the store, no model
+                        rows.append(load(args.client, served, "floor: HTTP /search mode=sparse, no model", "/search",
+                                         lambda i, q: {"query": q, "k": 10, "mode": "sparse"}, max(clients),
+                                         per_client))
             for c in clients:
                 ratios[c].append(f"{rate[True, c] / rate[False, c]:.2f}x (on / in-process Searcher "
                                  f"{rate[True, c] / inproc[c]:.2f}x)")
