@@ -4,6 +4,8 @@ client's AuthenticationError."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import numpy as np
 import pytest
 
@@ -30,19 +32,15 @@ def vectors(response) -> np.ndarray:
 
 @pytest.fixture
 def client_for(tmp_path):
-    """``client_for(embedder)``: an ``openai.OpenAI`` client on a real server over ``embedder``."""
-    servers = []
+    """``client_for(embedder)``: ``(url, openai.OpenAI client)`` on a real server over ``embedder``
+    (with the API key ``KEY``); the servers stop when the test ends."""
+    with ExitStack() as servers:
+        def start(embedder):
+            runtime = Runtime(Settings(data_dir=tmp_path / "data"), embedder)
+            url = servers.enter_context(running_server(runtime, api_key=KEY, mcp_http=False))
+            return url, openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
 
-    def start(embedder, api_key: str | None = KEY):
-        runtime = Runtime(Settings(data_dir=tmp_path / f"data{len(servers)}"), embedder)
-        server = running_server(runtime, api_key=api_key, mcp_http=False)
-        url = server.__enter__()
-        servers.append(server)
-        return url, openai.OpenAI(base_url=f"{url}/v1", api_key=api_key or "unused", max_retries=0)
-
-    yield start
-    for server in reversed(servers):
-        server.__exit__(None, None, None)
+        yield start
 
 
 @pytest.mark.parametrize("encoding_format", [None, "float"])   # None: the client asks for base64
