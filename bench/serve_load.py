@@ -3,7 +3,8 @@
 Rows (all in one run, same index, same queries):
 - in-process ``Searcher`` (the baseline: threads calling ``Searcher.search``, no service);
 - in-process batching (threads calling the service's search through the micro-batcher, no HTTP);
-- HTTP ``POST /search`` to a real ``rag serve`` subprocess, dynamic batching on and off;
+- HTTP ``POST /search`` to a real ``rag serve`` subprocess, dynamic batching on and off, and
+  ``mode=sparse`` (no model: what HTTP handling and the store cost per request);
 - HTTP ``POST /v1/embeddings`` (query, 64 clients) with LoRA adapters: every request on one
   adapter vs requests alternating two adapters, for the ``grouped`` and ``mixed`` strategies.
 
@@ -12,14 +13,26 @@ errors count non-200 answers and exceptions. The model is the packaged all-MiniL
 (``--model`` for another, e.g. a full-size random 7B folder on a GPU); the index is a few
 files of the bundled Python tutorial.
 
-    .venv/bin/python bench/serve_load.py [--quick] [--clients 1,8,64] [--requests 4] [--model default]
-                                         [--window-ms 5] [--client threads|async] [--no-adapters]
+The load generator runs on the same cores as the service, so it must cost little: by default
+each client thread keeps one ``http.client`` connection (about 0.3 ms of CPU a request here);
+``--client httpx`` (one ``httpx.Client`` per thread, 7-8 ms of CPU a request, more than the
+service itself) and ``--client async`` (one asyncio loop, ``httpx.AsyncClient``) are kept for
+comparison. Each HTTP row notes the CPU the service and the load generator spent per request
+(from ``/proc``), so a row limited by the client shows it. ``--repeat`` runs each HTTP
+configuration that many times, alternating on and off (the machine is noisy: read the ratios
+within a run).
+
+    .venv/bin/python bench/serve_load.py [--quick] [--clients 1,8,64] [--requests 4] [--repeat 2]
+                                         [--model default] [--window-ms 5]
+                                         [--client stdlib|httpx|async] [--no-adapters]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -126,30 +139,61 @@ async def http_load(name: str, url: str, path: str, body_for, clients: int, per_
     return summarize(name, clients, latencies, errors, wall)
 
 
-def http_thread_load(name: str, url: str, path: str, body_for, clients: int, per_client: int) -> dict:
-    """The same load from threads, one keep-alive ``httpx.Client`` each (lighter on the CPU the
-    server shares than one asyncio loop juggling 64 connections)."""
+def http_thread_load(name: str, url: str, path: str, body_for, clients: int, per_client: int,
+                     kind: str = "stdlib") -> dict:
+    """The same load from threads, each with one keep-alive connection: ``http.client`` (stdlib,
+    the lightest) or an ``httpx.Client``."""
     import httpx
 
     local = threading.local()
     counter = iter(range(10**9))
     lock = threading.Lock()
+    host, port = url.removeprefix("http://").split(":")
+
+    def post(body: dict) -> tuple[int, bytes]:
+        if kind == "httpx":
+            if not hasattr(local, "http"):
+                local.http = httpx.Client(base_url=url, timeout=300)
+            response = local.http.post(path, json=body)
+            return response.status_code, response.content
+        if not hasattr(local, "http"):
+            local.http = http.client.HTTPConnection(host, int(port), timeout=300)
+        local.http.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json"})
+        response = local.http.getresponse()
+        return response.status, response.read()
 
     def call(q: str) -> None:
-        if not hasattr(local, "http"):
-            local.http = httpx.Client(base_url=url, timeout=300)
         with lock:
             i = next(counter)
-        response = local.http.post(path, json=body_for(i, q))
-        if response.status_code != 200:
-            raise RuntimeError(response.text)
+        status, content = post(body_for(i, q))
+        if status != 200:
+            raise RuntimeError(content[:200])
 
     thread_load(name, call, min(clients, 4), 1)   # warm-up
     return thread_load(name, call, clients, per_client)
 
 
-def load(kind: str, *args) -> dict:
-    return http_thread_load(*args) if kind == "threads" else asyncio.run(http_load(*args))
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(kind: str, served: Served, name: str, path: str, body_for, clients: int, per_client: int) -> dict:
+    """One HTTP load against ``served``; the row notes the CPU per request of the service and of
+    this process (the load generator), both measured around the whole load (warm-up included)."""
+    server0, client0 = cpu_seconds(served.proc.pid), time.process_time()
+    args = (name, served.url, path, body_for, clients, per_client)
+    row = asyncio.run(http_load(*args)) if kind == "async" else http_thread_load(*args, kind=kind)
+    server1, client1 = cpu_seconds(served.proc.pid), time.process_time()
+    if server0 is not None and server1 is not None:
+        n = row["requests"]
+        row["note"] = (f"CPU per request: service {1000 * (server1 - server0) / n:.1f} ms, "
+                       f"client {1000 * (client1 - client0) / n:.1f} ms")
+    return row
 
 
 class Served:
@@ -218,14 +262,17 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4, help="tutorial files to index")
     parser.add_argument("--window-ms", type=float, default=5.0)
     parser.add_argument("--no-adapters", action="store_true")
-    parser.add_argument("--client", choices=["threads", "async"], default="threads",
-                        help="HTTP load from threads (one httpx.Client each) or one asyncio loop (httpx.AsyncClient)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each HTTP /search configuration")
+    parser.add_argument("--client", choices=["stdlib", "httpx", "async"], default="stdlib",
+                        help="HTTP load from threads with one http.client connection each (the lightest), "
+                             "one httpx.Client each, or one asyncio loop (httpx.AsyncClient)")
     args = parser.parse_args()
     clients = [1, 8] if args.quick else [int(c) for c in args.clients.split(",")]
     per_client = 2 if args.quick else args.requests
+    repeat = 1 if args.quick else args.repeat
     common.quiet_transformers()
     start = common.header("rag serve load", model=args.model, clients=clients, requests_per_client=per_client,
-                          window_ms=args.window_ms)
+                          window_ms=args.window_ms, client=args.client, repeat=repeat)
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
     rows: list[dict] = []
     try:
@@ -255,24 +302,33 @@ def main() -> None:
                 runtime.close()
 
         search_body = lambda i, q: {"query": q, "k": 10, "mode": "dense"}  # noqa: E731
-        for batching in (True, False):
-            extra = ["--window-ms", str(args.window_ms)] + ([] if batching else ["--no-batching"])
-            with Served(data_dir, args.model, *extra) as served:
-                for c in clients:
-                    before = served.batching()
-                    row = load(args.client, f"HTTP /search, batching {'on' if batching else 'off'}",
-                               served.url, "/search", search_body, c, per_client)
-                    after = served.batching()
-                    calls = max(after["encode_calls"] - before["encode_calls"], 1)
-                    row["note"] = f"{(after['texts'] - before['texts']) / calls:.1f} queries per encode call"
-                    rows.append(row)
-        common.table(rows)
-        base = {r["clients"]: r["req/s"] for r in rows if r["run"] == "HTTP /search, batching off"}
-        on = {r["clients"]: r["req/s"] for r in rows if r["run"] == "HTTP /search, batching on"}
+        ratios: dict[int, list[str]] = {c: [] for c in clients}
         inproc = {r["clients"]: r["req/s"] for r in rows if r["run"] == "in-process Searcher (baseline)"}
+        for n in range(1, repeat + 1):
+            rate: dict[tuple[bool, int], float] = {}
+            for batching in (True, False):
+                extra = ["--window-ms", str(args.window_ms)] + ([] if batching else ["--no-batching"])
+                name = f"HTTP /search, batching {'on' if batching else 'off'}" + (f" #{n}" if repeat > 1 else "")
+                with Served(data_dir, args.model, *extra) as served:
+                    for c in clients:
+                        before = served.batching()
+                        row = load(args.client, served, name, "/search", search_body, c, per_client)
+                        after = served.batching()
+                        calls = max(after["encode_calls"] - before["encode_calls"], 1)
+                        row["note"] = (f"{(after['texts'] - before['texts']) / calls:.1f} queries per encode call; "
+                                       + row["note"])
+                        rows.append(row)
+                        rate[batching, c] = row["req/s"]
+                    if batching and n == 1:   # the floor: HTTP and the store, no model
+                        rows.append(load(args.client, served, "floor: HTTP /search mode=sparse, no model", "/search",
+                                         lambda i, q: {"query": q, "k": 10, "mode": "sparse"}, max(clients),
+                                         per_client))
+            for c in clients:
+                ratios[c].append(f"{rate[True, c] / rate[False, c]:.2f}x (on / in-process Searcher "
+                                 f"{rate[True, c] / inproc[c]:.2f}x)")
+        common.table(rows)
         for c in clients:
-            print(f"# {c} clients: HTTP batching on/off {on[c] / base[c]:.2f}x; "
-                  f"HTTP batching on / in-process Searcher {on[c] / inproc[c]:.2f}x")
+            print(f"# {c} clients: HTTP batching on/off {', '.join(ratios[c])}")
 
         if not args.no_adapters:
             spec = save_loras(args.model, tmp / "loras")
@@ -283,7 +339,7 @@ def main() -> None:
                             "--window-ms", str(args.window_ms)) as served:
                     for label, pick in (("one adapter", lambda i: "a"), ("two adapters mixed", lambda i: "ab"[i % 2])):
                         body = lambda i, q, pick=pick: {"input": q, "input_type": "query", "adapter": pick(i)}  # noqa: E731
-                        arows.append(load(args.client, f"/v1/embeddings {strategy}, {label}", served.url,
+                        arows.append(load(args.client, served, f"/v1/embeddings {strategy}, {label}",
                                           "/v1/embeddings", body, c, per_client))
             common.table(arows)
     finally:

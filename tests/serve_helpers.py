@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import httpx
 
+from app.serve.jobs import ACTIVE
+
 
 def index_corpus(data_dir, corpus, embedder):
     """``corpus`` indexed into an embedded store at ``data_dir`` (64-token chunks); returns ``data_dir``."""
@@ -62,7 +64,7 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/index/{job_id}").json()
-        if job["state"] != "running":
+        if job["state"] not in ACTIVE:
             return job
         time.sleep(0.1)
     raise TimeoutError(f"index job {job_id} still running after {timeout}s")

@@ -143,17 +143,18 @@ def test_index_job_runs_in_the_background_with_progress(server, corpus):
     assert missing.status_code == 400 and missing.json()["detail"].startswith("path")
 
 
-def test_one_index_job_at_a_time(data_dir, default_embedder, corpus):
+def test_one_job_per_collection_others_queue_and_shutdown_stops_both(corpus):
+    import threading
+
     from app.serve.jobs import IndexJobs, JobConflict
 
-    class SlowService:
+    class SlowService:   # holds its first job until released, to see the queue deterministically
         def __init__(self):
-            import threading
-
-            self.release = threading.Event()
+            self.entered, self.release = threading.Event(), threading.Event()
 
         def index_folder(self, path, collection, on_progress):
             on_progress(0, 1)
+            self.entered.set()
             self.release.wait(10)
             on_progress(1, 1)
             raise RuntimeError("never finishes")
@@ -161,12 +162,43 @@ def test_one_index_job_at_a_time(data_dir, default_embedder, corpus):
     service = SlowService()
     jobs = IndexJobs(service)
     first = jobs.start(str(corpus), "documents")
-    with pytest.raises(JobConflict, match="already being indexed"):
+    assert service.entered.wait(10) and first.state == "running"
+    with pytest.raises(JobConflict, match=f"already being indexed by job {first.id} .*running"):
         jobs.start(str(corpus), "documents")
+    queued = jobs.start(str(corpus), "other")
+    assert queued.state == "queued" and queued.started is None
+    with pytest.raises(JobConflict, match=f"job {queued.id} .*queued"):
+        jobs.start(str(corpus), "other")
+    assert [j.id for j in jobs.active()] == [first.id, queued.id]
     jobs.stop(timeout=0.01)
+    with pytest.raises(JobConflict, match="shutting down"):
+        jobs.start(str(corpus), "third")
     service.release.set()
     jobs.stop()
     assert first.state == "stopped" and "resume" in first.error
+    assert queued.state == "stopped" and "before it started" in queued.error and queued.started is None
+
+
+def test_jobs_for_two_collections_through_the_api(server, tmp_path, corpus):
+    big = tmp_path / "big"           # a few copies of the corpus: the first job is still running below
+    for i in range(4):
+        shutil.copytree(corpus, big / f"copy{i}")
+    first = server.post("/index", json={"path": str(big), "collection": "alpha"})
+    assert first.status_code == 202 and first.json()["state"] == "running", first.text
+    again = server.post("/index", json={"path": str(corpus), "collection": "alpha"})
+    assert again.status_code == 409
+    assert again.json()["detail"] == again.json()["error"]["message"]
+    assert f"job {first.json()['id']}" in again.json()["detail"] and "alpha" in again.json()["detail"]
+    other = server.post("/index", json={"path": str(corpus), "collection": "beta"})
+    assert other.status_code == 202 and other.json()["state"] == "queued", other.text
+    listed = server.get("/index").json()["jobs"]
+    assert [(j["collection"], j["state"]) for j in listed] == [("alpha", "running"), ("beta", "queued")]
+    done_first, done_other = wait_job(server, first.json()["id"]), wait_job(server, other.json()["id"])
+    assert done_first["state"] == done_other["state"] == "done"
+    assert done_other["started"] >= done_first["finished"]        # one after the other
+    assert done_first["report"]["indexed"] == 4 * done_other["report"]["indexed"] > 0
+    assert {"alpha", "beta"} <= set(server.get("/collections").json()["collections"])
+    assert server.post("/index", json={"path": str(corpus), "collection": "alpha"}).status_code == 202
 
 
 def test_api_key_is_required_and_never_logged(data_dir, default_embedder, caplog):

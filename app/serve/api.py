@@ -3,33 +3,42 @@
 - ``GET /health``: liveness (no key needed);
 - ``GET /status``: store, model, collections, adapters, batching counters, jobs;
 - ``GET /collections``; ``POST /search``;
-- ``POST /index`` starts a background job (409 while one runs); ``GET /index/{id}`` its progress;
+- ``POST /index`` queues a background job (409 while one for that collection is queued or running;
+  jobs run one after another); ``GET /index/{id}`` its progress;
 - ``POST /v1/embeddings``: OpenAI/TEI-style embeddings, plus ``input_type``, ``task``/``instruction``
   and ``adapter`` (a LoRA adapter loaded with ``RAG_LORA_ADAPTERS``).
 
-Every refusal is a 4xx whose ``detail`` names the field. With an API key, every route but
-``/health`` needs ``Authorization: Bearer KEY``.
+Every refusal is a 4xx whose ``detail`` (and OpenAI-style ``error.message``) names the field.
+With an API key, every route but ``/health`` needs ``Authorization: Bearer KEY``.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
-
-import orjson
 from datetime import date
 from typing import Literal
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from embedder import TASKS
 from indexer.modes import MODES
 
-from ..service import BadRequest, NoIndexYet, PreviewRefused, ServiceError, StoreUnavailable
+from ..service import (
+    BadRequest,
+    NoIndexYet,
+    PreviewRefused,
+    ServiceError,
+    StoreUnavailable,
+)
 from .jobs import JobConflict
 from .runtime import Runtime
 
@@ -92,7 +101,9 @@ class EmbeddingsRequest(BaseModel):
     task: str | None = None
     instruction: str | None = Field(None, max_length=2000)
     adapter: str | None = None
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32 bytes, as the OpenAI client asks by default")
+    dimensions: int | None = Field(None, description="only the model's own dimension is served")
     truncate: bool = Field(True, description="false: refuse texts longer than the model's max_length")
 
 
@@ -152,10 +163,16 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-async def _send_json(send: Send, status: int, detail: str, headers: dict | None = None) -> None:
-    import json
+def error_body(status: int, detail: str) -> dict:
+    """A refusal: ``detail`` (FastAPI's shape) and the same text as OpenAI's ``error.message``, so
+    OpenAI clients show it in their exceptions."""
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return {"detail": detail, "error": {"message": detail, "type": kind, "code": status}}
 
-    body = json.dumps({"detail": detail}).encode()
+
+async def _send_json(send: Send, status: int, detail: str, headers: dict | None = None) -> None:
+    body = orjson.dumps(error_body(status, detail))
     extra = list((headers or {}).items())
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -174,14 +191,26 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         text = "; ".join(f"{_field(e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
-        return JSONResponse({"detail": text, "errors": [{"field": _field(e.get("loc", ())), "message": e.get("msg")}
-                                                        for e in errors]}, status_code=422)
+        return JSONResponse({**error_body(422, text), "errors": [
+            {"field": _field(e.get("loc", ())), "message": e.get("msg")} for e in errors]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    seen: set[str] = set()   # collections found once: no store listing on each search (a dropped one is
+                             # still refused, by the search itself)
 
     def collection_or_404(name: str | None) -> str:
         name = name or runtime.settings.collection
-        if name not in service.collections():
-            have = ", ".join(service.collections()) or "none yet (POST /index)"
-            raise HTTPException(404, f"collection: no collection {name!r}; existing: {have}")
+        if name in seen:
+            return name
+        have = service.collections()
+        if name not in have:
+            raise HTTPException(404, f"collection: no collection {name!r}; existing: "
+                                     f"{', '.join(have) or 'none yet (POST /index)'}")
+        seen.add(name)
         return name
 
     def check_task(task: str | None) -> None:
@@ -303,7 +332,7 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
             raise HTTPException(413, f"input: {len(texts)} texts is over the limit of {runtime.options.max_texts} "
                                      "per request; split the request.")
         emb = runtime.embedder
-        if req.model and req.model not in (emb.spec.name, runtime.settings.model):
+        if req.model and req.model not in (emb.spec.name, emb.spec.name.rsplit("/", 1)[-1], runtime.settings.model):
             raise HTTPException(404, f"model: {req.model!r} is not served; this service serves "
                                      f"{emb.spec.name!r} (omit model, or choose an adapter with 'adapter').")
         try:
@@ -311,6 +340,9 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
         except KeyError as exc:
             raise HTTPException(404, f"adapter: {exc.args[0]}") from exc
         check_task(req.task)
+        if req.dimensions is not None and req.dimensions != emb.dim:
+            raise HTTPException(422, f"dimensions: {req.dimensions} is not served; this model's vectors have "
+                                     f"{emb.dim} dimensions (omit dimensions).")
         counts = [emb.count_tokens(t) for t in texts]
         if not req.truncate:
             over = [i for i, n in enumerate(counts) if n > emb.max_length]
@@ -322,8 +354,12 @@ def create_app(runtime: Runtime, api_key: str | None = None, lifespan=None) -> F
         except ValueError as exc:
             raise HTTPException(422, f"task: {exc}") from exc
         used = sum(min(n, emb.max_length) for n in counts)
+        if req.encoding_format == "base64":
+            rows = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        else:
+            rows = list(vectors)
         return _json({"object": "list", "model": req.model or emb.spec.name,
-                      "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                      "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)],
                       "usage": {"prompt_tokens": used, "total_tokens": used}})
 
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from .endpoint import read_endpoint
+from .jobs import ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class RemoteClient:
             job = self.job(job_id)
             if on_progress is not None:
                 on_progress(job["files_done"], job["files_total"])
-            if job["state"] != "running":
+            if job["state"] not in ACTIVE:
                 return job
             time.sleep(poll)
 

@@ -1,7 +1,13 @@
-"""Index jobs: a folder indexed in a background thread, progress readable, one job at a time.
+"""Index jobs: folders indexed in the background, in order, progress readable.
+
+At most one job per collection is queued or running (a second is refused, naming the first). Jobs
+for other collections are accepted and wait in a queue (state ``queued``): they run one after
+another, because the service indexes one folder at a time (one model, and the embedded store is
+written by one indexer at a time).
 
 A job that is stopped (the service shuts down) ends between files; the files already written stay,
-and indexing the same folder again skips them (indexing is resumable as it always was).
+and indexing the same folder again skips them (indexing is resumable as it always was). Queued jobs
+are stopped before they start.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+#: states of a job that has not ended (a client waits while the state is one of these)
+ACTIVE = ("queued", "running")
 
 class JobStopped(Exception):
     """Raised inside a job's progress callback when the service stops it."""
@@ -28,47 +37,69 @@ class Job:
     id: str
     collection: str
     path: str
-    state: str = "running"           # running, done, failed, stopped
+    state: str = "queued"            # queued, running, done, failed, stopped
     files_done: int = 0
     files_total: int = 0
-    started: float = field(default_factory=time.time)
+    created: float = field(default_factory=time.time)
+    started: float | None = None     # when it began running (a queued job waits until then)
     finished: float | None = None
     report: dict | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "collection": self.collection, "path": self.path, "state": self.state,
-                "files_done": self.files_done, "files_total": self.files_total, "started": self.started,
+                "files_done": self.files_done, "files_total": self.files_total, "created": self.created, "started": self.started,
                 "finished": self.finished, "report": self.report, "error": self.error}
 
 
 class IndexJobs:
-    """Starts, tracks and stops index jobs over a :class:`~app.service.SearchService`."""
+    """Queues, runs (one at a time, in order), tracks and stops index jobs over a
+    :class:`~app.service.SearchService`."""
 
     def __init__(self, service) -> None:
         self.service = service
         self._jobs: dict[str, Job] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self._pending: deque[Job] = deque()
+        self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
     def start(self, path: str, collection: str) -> Job:
+        """Queue a job for ``collection`` (``running`` at once when nothing else is indexing).
+
+        Raises :class:`JobConflict` while a job for the same collection is queued or running."""
         with self._lock:
-            running = [j for j in self._jobs.values() if j.state == "running"]
-            for j in running:
-                if j.collection == collection:
+            if self._stop.is_set():
+                raise JobConflict("the service is shutting down; index the folder again once it is back.")
+            for j in self._jobs.values():
+                if j.collection == collection and j.state in ACTIVE:
                     raise JobConflict(f"collection {collection!r} is already being indexed by job {j.id} "
-                                      f"({j.path}); wait for it (GET /index/{j.id}).")
-            if running:
-                raise JobConflict(f"job {running[0].id} is indexing {running[0].path} into "
-                                  f"{running[0].collection!r}; one index run at a time, wait for it.")
-            job = Job(str(next(self._ids)), collection, path)
+                                      f"({j.path}, {j.state}); wait for it (GET /index/{j.id}).")
+            busy = any(j.state in ACTIVE for j in self._jobs.values())
+            job = Job(str(next(self._ids)), collection, path, state="queued" if busy else "running")
+            job.started = None if busy else job.created
             self._jobs[job.id] = job
-            thread = threading.Thread(target=self._run, args=(job,), name=f"index-{job.id}", daemon=True)
-            self._threads[job.id] = thread
-        thread.start()
+            self._pending.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._drain, name="index-jobs", daemon=True)
+                self._worker.start()
         return job
+
+    def _drain(self) -> None:
+        """The worker: runs queued jobs in order until none is left."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._worker = None
+                    return
+                job = self._pending.popleft()
+                if self._stop.is_set():
+                    job.state, job.finished = "stopped", time.time()
+                    job.error = "stopped before it started (the service shut down); index the folder again"
+                    continue
+                job.state, job.started = "running", time.time()
+            self._run(job)
 
     def _run(self, job: Job) -> None:
         def progress(done: int, total: int) -> None:
@@ -93,12 +124,14 @@ class IndexJobs:
     def all(self) -> list[Job]:
         return list(self._jobs.values())
 
-    def running(self) -> list[Job]:
-        return [j for j in self._jobs.values() if j.state == "running"]
+    def active(self) -> list[Job]:
+        """Jobs queued or running, in order."""
+        return [j for j in self._jobs.values() if j.state in ACTIVE]
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Ask running jobs to stop between files and wait for them (up to ``timeout`` seconds)."""
+        """Ask the running job to stop between files, stop the queued ones, and wait (up to ``timeout`` s)."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
