@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evaluation.beir import load_beir
-from indexer.jsonl import read_jsonl
 
 from .plots import ABLATION_PNG
+from .workfolder import WorkFolder
 
 if TYPE_CHECKING:  # the CLI reads ARM_NAMES without loading torch
     from embedder import Embedder
@@ -65,9 +65,10 @@ ARM_NAMES = tuple(a.name for a in ARMS)
 
 def _prepare(arm_dir: Path, workdir: Path) -> None:
     arm_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("passages.jsonl", "generated.jsonl", "report.json"):
-        if (workdir / name).exists():
-            shutil.copy(workdir / name, arm_dir / name)
+    source = WorkFolder(workdir)
+    for path in (source.file("passages"), source.file("generated"), source.report_file):
+        if path.exists():
+            shutil.copy(path, arm_dir / path.name)
 
 
 def _heldout_passages(split_dir: Path) -> set[str]:
@@ -75,7 +76,7 @@ def _heldout_passages(split_dir: Path) -> set[str]:
     from . import run
 
     page_of = run.load_pages(split_dir)
-    positives = {pid for rels in load_beir(split_dir / "heldout").qrels.values() for pid in rels}
+    positives = {pid for rels in load_beir(WorkFolder(split_dir).need_heldout()).qrels.values() for pid in rels}
     pages = {page_of[pid] for pid in positives}
     return {pid for pid, page in page_of.items() if page in pages}
 
@@ -83,7 +84,7 @@ def _heldout_passages(split_dir: Path) -> set[str]:
 def _train_rows(arm: Arm, arm_dir: Path, held: set[str]) -> list[dict]:
     """The arm's training examples, none of whose positives or negatives is a held-out passage."""
     rows = [{**r, "hard_negative_ids": [n for n in r.get("hard_negative_ids", []) if n not in held]}
-            for r in read_jsonl(arm_dir / "train.jsonl") if r["positive_id"] not in held]
+            for r in WorkFolder(arm_dir).read("train") if r["positive_id"] not in held]
     if not arm.mixed_tasks and rows:
         top = Counter(r["instruction_task"] for r in rows).most_common(1)[0][0]
         rows = [r for r in rows if r["instruction_task"] == top]
@@ -155,7 +156,7 @@ def _full_card(run, base: "Embedder", tuned: "Embedder", split_dir: Path, config
     plots = [loss_plot(result.losses, adapter / LOSS_PNG).name,
              before_after_plot(before, after, adapter / SCATTER_PNG).name]
     card = {"base_model": base.spec.name, "base_model_id": base.fingerprint.model_id,
-            "train_config": asdict(config), "data": {"split": json.loads((split_dir / "report.json").read_text())
+            "train_config": asdict(config), "data": {"split": WorkFolder(split_dir).report()
                                                      .get("split")},
             "eval_heldout": run.compare_heldout(before, after), "training": {"steps": result.steps,
                                                                           "seconds": result.seconds},

@@ -1,17 +1,8 @@
 """The fine-tuning loop as steps over a work folder, each resumable and rerunnable on its own.
 
-    workdir/passages.jsonl      {"_id", "text"[, "page"]}: sampled chunks of the user's collection (input),
-                                or with ``--pairs structure`` the sections of a docs folder
-    workdir/generated.jsonl     generate: one query per (passage, task type), by a local LLM;
-                                or (structure) each section's heading, no LLM
-    workdir/screened.jsonl      refine: after the model-free filters (malformed, copied, duplicate, repetitive)
-    workdir/refined.jsonl       refine: screened, then the false-positive filter (training data)
-    workdir/mined.jsonl         mine: hard negatives with a false-negative guard
-    workdir/train.jsonl         split: training queries; workdir/heldout/ a BEIR folder of held-out ones,
-                                taken from screened.jsonl: the false-positive filter asks the base model,
-                                so held-out queries filtered by it would favour the base model
-    workdir/report.json         counts of every step, eval before/after
-    <adapter>/                  train: the LoRA adapter, rag_adapter.json, training_card.json, README.md
+The files of the work folder, and which step writes each, are in :mod:`finetune.workfolder`; the
+adapter folder (``<adapter>/``) holds the LoRA adapter, ``rag_adapter.json``, ``training_card.json``
+and ``README.md``.
 """
 
 from __future__ import annotations
@@ -46,39 +37,26 @@ from .refine import (
 )
 from .structure import collect_sections, title_pairs
 from .train import TrainConfig, train_adapter
+from .workfolder import WorkFolder
 
 logger = logging.getLogger(__name__)
 
 
-def _need(path: Path, step: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `rag finetune {step}` first.")
-    return path
-
-
 def load_passages(workdir: Path) -> dict[str, str]:
-    return {r["_id"]: r["text"] for r in read_jsonl(_need(workdir / "passages.jsonl", "generate"))}
+    return WorkFolder(workdir).passages()
 
 
 def load_pages(workdir: Path) -> dict[str, str]:
     """Passage id -> the page it comes from (itself when passages carry no page)."""
-    return {r["_id"]: r.get("page", r["_id"]) for r in read_jsonl(_need(workdir / "passages.jsonl", "generate"))}
+    return WorkFolder(workdir).pages()
 
 
-def _examples(path: Path) -> list[Example]:
-    return [Example(r["query"], r["positive_id"], r["task"], r.get("hard_negative_ids", [])) for r in read_jsonl(path)]
+def _examples(rows: list[dict]) -> list[Example]:
+    return [Example(r["query"], r["positive_id"], r["task"], r.get("hard_negative_ids", [])) for r in rows]
 
 
 def _rows(examples: list[Example]) -> list[dict]:
     return [{**asdict(ex), "instruction_task": QUERY_TASKS[ex.task].instruction_task} for ex in examples]
-
-
-def _update_report(workdir: Path, key: str, value) -> dict:
-    path = workdir / "report.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
-    report[key] = value
-    path.write_text(json.dumps(report, indent=2))
-    return report
 
 
 def _embed(embedder: Embedder, examples: list[Example], passages: dict[str, str]):
@@ -95,10 +73,23 @@ def _embed(embedder: Embedder, examples: list[Example], passages: dict[str, str]
 
 
 # -- steps ------------------------------------------------------------------------------------------
+def step_sample(workdir: Path, store, collection: str, n: int, *, seed: int = 0, min_words: int = 20) -> int:
+    """Write ``n`` random chunks of ``collection`` in ``store`` (a :class:`~indexer.store.VectorStore`)
+    as the passages to write queries for, skipping chunks of fewer than ``min_words`` words."""
+    rows = [(pid, p.get("page_content", "")) for pid, p in store.iter_payloads(collection, ["page_content"])]
+    rows = [(pid, text) for pid, text in rows if len(text.split()) >= min_words]
+    if not rows:
+        raise ValueError(f"Collection {collection!r} has no chunks of {min_words}+ words: index documents first.")
+    random.Random(seed).shuffle(rows)
+    WorkFolder(workdir).write("passages", [{"_id": pid, "text": text} for pid, text in sorted(rows[:n])])
+    return min(n, len(rows))
+
+
 def step_generate(workdir: Path, generator: QueryGenerator, tasks=LLM_TASKS, progress=True) -> int:
     """Write queries for every passage (resumes where a previous run stopped)."""
-    written = generate_queries(generator, load_passages(workdir), workdir / "generated.jsonl", tasks, progress)
-    _update_report(workdir, "generated", len(read_jsonl(workdir / "generated.jsonl")))
+    folder = WorkFolder(workdir)
+    written = generate_queries(generator, folder.passages(), folder.file("generated"), tasks, progress)
+    folder.update_report("generated", len(folder.read("generated")))
     return written
 
 
@@ -113,10 +104,10 @@ def step_structure(workdir: Path, docs: Path, *, max_pages: int | None = None, m
     if not pairs:
         raise ValueError(f"{docs} gave no (heading, section) pair: it needs .rst/.md/.html files whose "
                          f"sections have {min_words}+ words under a unique heading of 2+ words.")
-    write_jsonl(workdir / "passages.jsonl", [{"_id": s.id, "text": s.text, "page": s.page} for s in sections])
-    write_jsonl(workdir / "generated.jsonl", pairs)
-    _update_report(workdir, "generated", len(pairs))
-    _update_report(workdir, "structure", {"docs": str(docs), "pages": len({s.page for s in sections}),
+    WorkFolder(workdir).write("passages", [{"_id": s.id, "text": s.text, "page": s.page} for s in sections])
+    WorkFolder(workdir).write("generated", pairs)
+    WorkFolder(workdir).update_report("generated", len(pairs))
+    WorkFolder(workdir).update_report("structure", {"docs": str(docs), "pages": len({s.page for s in sections}),
                                           "sections": len(sections), "pairs": len(pairs)})
     return len(pairs)
 
@@ -138,17 +129,17 @@ def step_refine(workdir: Path, embedder: Embedder | None, top_k: int = 10, dedup
     """
     report = RefineReport()
     passages, _ = drop_repetitive_passages(load_passages(workdir), report=report)
-    examples = [ex for ex in _examples(_need(workdir / "generated.jsonl", "generate")) if ex.positive_id in passages]
+    examples = [ex for ex in _examples(WorkFolder(workdir).read("generated")) if ex.positive_id in passages]
     examples, _ = drop_malformed(examples, passages, report=report)
     examples = drop_prompt_copies(examples, report)
     if dedupe:
         examples, _ = dedupe_queries(examples, report=report)
-    write_jsonl(workdir / "screened.jsonl", _rows(examples))
+    WorkFolder(workdir).write("screened", _rows(examples))
     if examples and top_k > 0:
         q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
         examples, _ = filter_false_positives(examples, q_vecs, p_vecs, ids, top_k=top_k, report=report)
-    write_jsonl(workdir / "refined.jsonl", _rows(examples))
-    _update_report(workdir, "refine", report.steps)
+    WorkFolder(workdir).write("refined", _rows(examples))
+    WorkFolder(workdir).update_report("refine", report.steps)
     logger.info("refined: %d examples kept", len(examples))
     return report
 
@@ -156,13 +147,13 @@ def step_refine(workdir: Path, embedder: Embedder | None, top_k: int = 10, dedup
 def step_mine(workdir: Path, embedder: Embedder, n_negatives: int = 3, margin: float | None = 0.95) -> int:
     """Add hard negatives to each refined example, skipping likely false negatives (``margin=None``: no guard)."""
     passages = load_passages(workdir)
-    examples = _examples(_need(workdir / "refined.jsonl", "refine"))
+    examples = _examples(WorkFolder(workdir).read("refined"))
     report = RefineReport()
     q_vecs, p_vecs, ids = _embed(embedder, examples, passages)
     mined, _ = mine_hard_negatives(examples, q_vecs, p_vecs, ids, n_negatives=n_negatives, margin=margin,
                                    passages=passages, report=report)
-    write_jsonl(workdir / "mined.jsonl", _rows(mined))
-    _update_report(workdir, "mine", report.steps)
+    WorkFolder(workdir).write("mined", _rows(mined))
+    WorkFolder(workdir).update_report("mine", report.steps)
     return len(mined)
 
 
@@ -170,8 +161,8 @@ def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> t
     """Hold out a random fraction of pages (of passages, when passages carry no page): their screened
     queries are the test set, the mined examples of the other pages the training set (no page is in
     both, and no training negative comes from a held-out page)."""
-    rows = read_jsonl(_need(workdir / "mined.jsonl", "mine"))
-    screened = read_jsonl(_need(workdir / "screened.jsonl", "refine"))
+    folder = WorkFolder(workdir)
+    rows, screened = folder.read("mined"), folder.read("screened")
     page_of = load_pages(workdir)
     pages = sorted({page_of.get(r["positive_id"], r["positive_id"]) for r in screened})
     random.Random(seed).shuffle(pages)
@@ -180,22 +171,23 @@ def step_split(workdir: Path, heldout_fraction: float = 0.2, seed: int = 0) -> t
     rows = [{**r, "hard_negative_ids": [n for n in r.get("hard_negative_ids", []) if n not in held]} for r in rows]
     train = [r for r in rows if r["positive_id"] not in held]
     test = [r for r in screened if r["positive_id"] in held]
-    write_jsonl(workdir / "train.jsonl", train)
+    folder.write("train", train)
     passages = load_passages(workdir)
     queries = {f"q{i}": r["query"] for i, r in enumerate(test)}
     dataset = BeirDataset(corpus={pid: ("", text) for pid, text in passages.items()}, queries=queries,
                           qrels={f"q{i}": {r["positive_id"]: 1} for i, r in enumerate(test)}, name="heldout")
-    write_beir(workdir / "heldout", dataset)
-    write_jsonl(workdir / "heldout" / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
+    write_beir(folder.heldout, dataset)
+    write_jsonl(folder.heldout / "tasks.jsonl", [{"_id": f"q{i}", "task": r["instruction_task"]}
                                                        for i, r in enumerate(test)])
-    _update_report(workdir, "split", {"train": len(train), "heldout": len(test), "heldout_pages": len(held_pages)})
+    WorkFolder(workdir).update_report("split", {"train": len(train), "heldout": len(test), "heldout_pages": len(held_pages)})
     return len(train), len(test)
 
 
 def evaluate_heldout(embedder: Embedder, workdir: Path) -> dict[str, dict[str, float]]:
     """Per-query nDCG@10 etc. on the held-out queries, each embedded with its own task instruction."""
-    dataset = load_beir(_need(workdir / "heldout", "split"))
-    task_of = {r["_id"]: r["task"] for r in read_jsonl(workdir / "heldout" / "tasks.jsonl")}
+    heldout = WorkFolder(workdir).need_heldout()
+    dataset = load_beir(heldout)
+    task_of = {r["_id"]: r["task"] for r in read_jsonl(heldout / "tasks.jsonl")}
     rankings: dict[str, list[str]] = {}
     for task in sorted(set(task_of.values())):
         subset = BeirDataset(dataset.corpus, {q: t for q, t in dataset.queries.items() if task_of.get(q) == task},
@@ -221,16 +213,16 @@ def step_train(workdir: Path, embedder: Embedder, adapter_dir: Path, config: Tra
                progress: bool = True) -> dict:
     """Train the adapter; evaluate before and after on the held-out split; write the training card."""
     passages = load_passages(workdir)
-    examples = read_jsonl(_need(workdir / "train.jsonl", "split"))
+    examples = WorkFolder(workdir).read("train")
     before = evaluate_heldout(embedder, workdir)
     result = train_adapter(embedder, examples, passages, adapter_dir, config, progress=progress)
     after = evaluate_heldout(embedder, workdir)
     evaluation = compare_heldout(before, after)
     plots = [loss_plot(result.losses, adapter_dir / LOSS_PNG).name,
              before_after_plot(before, after, adapter_dir / SCATTER_PNG).name]
-    report = _update_report(workdir, "train", {"steps": result.steps, "seconds": result.seconds,
+    report = WorkFolder(workdir).update_report("train", {"steps": result.steps, "seconds": result.seconds,
                                                "first_loss": result.losses[:5], "last_loss": result.losses[-5:]})
-    report = _update_report(workdir, "eval", evaluation)
+    report = WorkFolder(workdir).update_report("eval", evaluation)
     card = {"base_model": embedder.spec.name, "base_model_id": embedder.fingerprint.model_id,
             "train_config": asdict(config), "data": {k: report.get(k) for k in
                                                    ("generated", "refine", "mine", "split")},

@@ -138,3 +138,20 @@ def test_cli_finetune_steps_and_eval(workdir, tmp_path, monkeypatch, capsys):
     assert "ndcg@10" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "corpus.jsonl" in capsys.readouterr().err
+
+
+def test_work_folder_names_the_step_that_writes_a_missing_file(tmp_path):
+    from finetune.workfolder import WorkFolder
+
+    folder = WorkFolder(tmp_path / "w")
+    with pytest.raises(FileNotFoundError, match="run `rag finetune mine` first"):
+        folder.read("mined")
+    with pytest.raises(FileNotFoundError, match="rag finetune train"):
+        folder.need_heldout()
+    folder.write("passages", [{"_id": "a", "text": "alpha", "page": "p1"}, {"_id": "b", "text": "beta"}])
+    assert folder.passages() == {"a": "alpha", "b": "beta"}
+    assert folder.pages() == {"a": "p1", "b": "b"}  # a passage without a page is its own page
+    assert folder.update_report("split", {"train": 1}) == {"split": {"train": 1}}
+    assert folder.update_report("mine", {}) == {"split": {"train": 1}, "mine": {}} == folder.report()
+    with pytest.raises(KeyError, match="not a work-folder file"):
+        folder.file("notes")

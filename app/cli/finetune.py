@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from dataclasses import replace
 from pathlib import Path
 
 from finetune.ablate import ARM_NAMES
-from indexer.jsonl import write_jsonl
 
 from ..settings import Settings
 
@@ -72,20 +70,11 @@ def _targets(value: str) -> str | tuple[str, ...]:
     return value if value == "all-linear" else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def sample_passages(store, collection: str, n: int, seed: int = 0, min_words: int = 20) -> dict[str, str]:
-    """``n`` random chunks (point id -> text) of a collection, skipping very short ones."""
-    rows = [(pid, p.get("page_content", "")) for pid, p in store.iter_payloads(collection, ["page_content"])]
-    rows = [(pid, text) for pid, text in rows if len(text.split()) >= min_words]
-    if not rows:
-        raise ValueError(f"Collection {collection!r} has no chunks of {min_words}+ words: index documents first.")
-    random.Random(seed).shuffle(rows)
-    return dict(sorted(rows[:n]))
-
-
 def _structure_pairs(workdir: Path) -> bool:
     """Whether the work folder's queries are headings (true by construction: no false-positive filter)."""
-    report = workdir / "report.json"
-    return report.exists() and "structure" in json.loads(report.read_text())
+    from finetune.workfolder import WorkFolder
+
+    return "structure" in WorkFolder(workdir).report()
 
 
 def cmd_finetune(args, settings: Settings) -> int:
@@ -103,15 +92,16 @@ def cmd_finetune(args, settings: Settings) -> int:
         out["generated_now"] = run.step_structure(workdir, args.docs, max_pages=args.max_pages,
                                                   exclude=tuple(args.exclude))
     elif args.step in ("generate", "run"):
-        if not (workdir / "passages.jsonl").exists():
+        from finetune.workfolder import WorkFolder
+
+        if not WorkFolder(workdir).has("passages"):
             from ..services import build_store
 
             store = build_store(settings)
             try:
-                passages = sample_passages(store, settings.collection, args.passages)
+                run.step_sample(workdir, store, settings.collection, args.passages)
             finally:
                 store.close()
-            write_jsonl(workdir / "passages.jsonl", [{"_id": k, "text": v} for k, v in passages.items()])
         generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
         out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
         del generator
