@@ -33,7 +33,7 @@ from indexer.search import NoIndex, SearchResponse, SearchResult, Searcher, coll
 from indexer.store import MODES, CollectionMismatch, CollectionNotFound, SearchFilter, StoreError, VectorStore
 from indexer.walk import is_under
 
-from .services import build_embedder, build_indexer, build_reranker, build_store, check_model
+from .factories import build_embedder, build_indexer, build_reranker, build_store, check_model
 from .settings import Settings
 
 if TYPE_CHECKING:

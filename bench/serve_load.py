@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 def build_index(data_dir: Path, model: str, files: int) -> None:
-    from app.services import build_embedder, index_settings
+    from app.factories import build_embedder, index_settings
     from app.settings import Settings
     from indexer.pipeline import Indexer
     from indexer.store import EdgeStore
@@ -237,7 +237,7 @@ def save_loras(model: str, folder: Path) -> str:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from app.services import build_embedder
+    from app.factories import build_embedder
     from app.settings import Settings
 
     base = build_embedder(Settings(model=model, device="cpu")).model
@@ -281,7 +281,7 @@ def main() -> None:
 
         # in process: the baseline Searcher, then the service's batcher (no HTTP)
         from app.serve.runtime import Runtime, ServeOptions
-        from app.services import build_embedder
+        from app.factories import build_embedder
         from app.settings import Settings
         from indexer.search import Searcher
 

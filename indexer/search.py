@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
-from .store import DEFAULT_MODE, MODES, Hit, SearchFilter, VectorStore, score_kind
+from .store import DEFAULT_MODE, MODES, CollectionNotFound, Hit, SearchFilter, VectorStore, score_kind
 
 if TYPE_CHECKING:
     from embedder import Embedder
@@ -101,7 +101,9 @@ class Searcher:
         self._checked = False
 
     def check(self) -> dict:
-        """The collection's metadata; raises :class:`NoIndex` or :class:`CollectionMismatch`."""
+        """The collection's metadata, read now; raises :class:`NoIndex` or :class:`CollectionMismatch`.
+
+        :meth:`search` checks once per searcher, and again only if the collection went missing."""
         meta = collection_meta_or_raise(self.store, self.collection)
         if not self._checked:
             if self.embedder is not None:
@@ -129,7 +131,8 @@ class Searcher:
         if mode != "sparse" and self.embedder is None:
             raise ValueError(f"{mode} search embeds the query, but no model was given; pass an embedder "
                              "or search with mode='sparse'.")
-        self.check()
+        if not self._checked:
+            self.check()    # once per searcher: a query then costs the store one request, not three
         if mode != "sparse" and hasattr(self.embedder, "load"):
             self.embedder.load()    # a LazyEmbedder's weights load here, not in the timed query
         start = time.perf_counter()
@@ -138,7 +141,12 @@ class Searcher:
         if mode != "sparse":
             dense = self.embedder.encode([text])[0].tolist()
         fetch = max(k, self.reranker.depth) if rerank else k
-        hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
+        try:
+            hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
+        except CollectionNotFound:   # dropped since the check: NoIndex if gone, else check the new one
+            self._checked = False
+            self.check()
+            hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
         results = [_result(i + 1, h) for i, h in enumerate(hits)]
         if rerank:
             results = self.reranker.rerank(query, results, task=task, instruction=instruction)[:k]

@@ -14,7 +14,7 @@ from app.serve.jobs import ACTIVE
 
 def index_corpus(data_dir, corpus, embedder):
     """``corpus`` indexed into an embedded store at ``data_dir`` (64-token chunks); returns ``data_dir``."""
-    from app.services import index_settings
+    from app.factories import index_settings
     from app.settings import Settings
     from indexer.pipeline import Indexer
     from indexer.store import EdgeStore

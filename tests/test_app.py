@@ -21,7 +21,7 @@ from app.service import (
     context_around,
     snippet,
 )
-from app.services import build_embedder, index_settings
+from app.factories import build_embedder, index_settings
 from app.settings import Settings
 from indexer.collection import collection_meta
 from indexer.pipeline import Indexer

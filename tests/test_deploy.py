@@ -257,7 +257,7 @@ def test_store_creates_collections_with_its_options():
 
 
 def test_settings_reach_the_server_store(monkeypatch, tmp_path, caplog):
-    from app.services import build_store
+    from app.factories import build_store
 
     monkeypatch.setenv("RAG_SHARDS", "4")
     monkeypatch.setenv("RAG_REPLICATION", "")

@@ -124,6 +124,24 @@ def test_search_finds_the_right_document(default_embedder, store, corpus, mode):
     assert html.title == "The outer planets" and "ignored" not in html.text and "color" not in html.text
 
 
+def test_searcher_reads_the_collection_info_once_and_again_when_it_went_away(default_embedder, store, corpus):
+    """One query's path: the collection's metadata is read at the first search only (on a server each
+    read is two requests); a collection dropped meanwhile gives NoIndex, and a re-made one is found."""
+    Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
+    reads = []
+    real = store.collection_meta
+    store.collection_meta = lambda name: reads.append(name) or real(name)  # counts, then does the real read
+    searcher = Searcher(default_embedder, store, "docs")
+    for mode in ("dense", "sparse", "hybrid", "hybrid"):
+        assert searcher.search("violin concerto", k=2, mode=mode).results
+    assert reads == ["docs"]
+    store.drop_collection("docs")
+    with pytest.raises(NoIndex, match="Index a folder first"):
+        searcher.search("violin concerto", k=2)
+    Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
+    assert Path(searcher.search("violin concerto", k=1).results[0].source).name == "music.pdf"
+
+
 def test_filters_and_neighbours(default_embedder, store, corpus):
     Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
     searcher = Searcher(default_embedder, store, "docs")

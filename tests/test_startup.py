@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.services import build_embedder
+from app.factories import build_embedder
 from app.settings import Settings
 from embedder import LazyEmbedder
 from indexer.pipeline import Indexer, IndexSettings

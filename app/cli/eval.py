@@ -38,7 +38,7 @@ def cmd_eval(args, settings: Settings) -> int:
     from evaluation.beir import load_beir
     from evaluation.evaluate import run_eval
 
-    from ..services import build_embedder, build_reranker
+    from ..factories import build_embedder, build_reranker
 
     dataset = load_beir(args.dataset, split=args.split)
     precisions = [q.strip() for q in (args.precisions or "").split(",") if q.strip()]
@@ -77,7 +77,7 @@ def _eval_precisions(args, settings: Settings, dataset, precisions: list[str]) -
     from evaluation.evaluate import run_eval
     from evaluation.metrics import paired_comparison
 
-    from ..services import build_embedder
+    from ..factories import build_embedder
 
     mode = args.mode or settings.mode
     results: dict[str, dict] = {}

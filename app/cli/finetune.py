@@ -95,7 +95,7 @@ def cmd_finetune(args, settings: Settings) -> int:
         from finetune.workfolder import WorkFolder
 
         if not WorkFolder(workdir).has("passages"):
-            from ..services import build_store
+            from ..factories import build_store
 
             store = build_store(settings)
             try:

@@ -11,7 +11,7 @@ import numpy as np
 from embedder import Embedder
 
 from ..service import SearchService
-from ..services import build_embedder, build_store
+from ..factories import build_embedder, build_store
 from ..settings import Settings
 from .adapters import AdapterSet, parse_adapters
 from .batching import BatchedEmbedder, MicroBatcher

@@ -28,7 +28,7 @@ from app.service import (  # noqa: E402
 )
 from app.ui.render import preview_html  # noqa: E402
 from app.ui.results import card_snippet  # noqa: E402
-from app.services import build_embedder  # noqa: E402
+from app.factories import build_embedder  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from embedder import TASKS  # noqa: E402
 from indexer.modes import MODE_HELP, MODES  # noqa: E402
