@@ -280,8 +280,11 @@ def test_interrupt_message_starts_on_its_own_line(rag_env, tmp_path):
         (folder / f"note{i:02}.md").write_text(f"# Note {i}\n\n" + f"Topic {i} is about item {i}. " * 30)
     env = {**os.environ, "RAG_DATA_DIR": str(rag_env / "data"), "RAG_CHUNK_TOKENS": "64",
            "RAG_CHUNK_OVERLAP": "8", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # a test run started in the background inherits SIGINT ignored: give the child the default back,
+    # so that it reacts to Ctrl-C as in a terminal
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(folder)], env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=Path(__file__).parents[1],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err, deadline = b"", time.time() + 120
     while time.time() < deadline and not re.search(rb"\| *([5-9]|[1-4]\d)/60", err):  # the bar is drawing
         chunk = proc.stderr.read1(4096)
