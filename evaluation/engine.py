@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.store import Point, VectorStore, bm25_fingerprint
+from indexer.store import Point, Query, VectorStore, bm25_fingerprint
 
 #: Payload key holding the test set's document (or chunk) id of a point.
 DOC_ID_KEY = "beir_id"
@@ -58,8 +58,8 @@ class EvalCollection:
         extra = 1 if ignore_identical_ids else 0
         out: dict[str, list[str]] = {}
         for row, qid in enumerate(qids):
-            hits = self.store.search(self.name, dense=None if mode == "sparse" else query_vecs[row],
-                                     text=texts[row], mode=mode, k=k + extra)
+            query = Query.of(mode, None if mode == "sparse" else query_vecs[row], texts[row])
+            hits = self.store.run_query(self.name, query, k=k + extra)
             ranked = [str(h.payload[DOC_ID_KEY]) for h in hits]
             if ignore_identical_ids:
                 ranked = [d for d in ranked if d != qid]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .collection import CollectionMismatch, check_compatible
 from .ids import point_id
-from .store import DEFAULT_MODE, MODES, CollectionNotFound, Hit, SearchFilter, VectorStore, score_kind
+from .store import DEFAULT_MODE, MODES, CollectionNotFound, Hit, Query, SearchFilter, VectorStore, score_kind
 
 if TYPE_CHECKING:
     from embedder import Embedder
@@ -141,12 +141,13 @@ class Searcher:
         if mode != "sparse":
             dense = self.embedder.encode([text])[0].tolist()
         fetch = max(k, self.reranker.depth) if rerank else k
+        request = Query.of(mode, dense, query)   # both vectors, once; the store only runs it
         try:
-            hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
+            hits = self.store.run_query(self.collection, request, k=fetch, flt=flt)
         except CollectionNotFound:   # dropped since the check: NoIndex if gone, else check the new one
             self._checked = False
             self.check()
-            hits = self.store.search(self.collection, dense=dense, text=query, mode=mode, k=fetch, flt=flt)
+            hits = self.store.run_query(self.collection, request, k=fetch, flt=flt)
         results = [_result(i + 1, h) for i, h in enumerate(hits)]
         if rerank:
             results = self.reranker.rerank(query, results, task=task, instruction=instruction)[:k]

@@ -27,6 +27,7 @@ from indexer.store import (
     EdgeStore,
     Point,
     QdrantClientStore,
+    Query,
     SearchFilter,
     StoreError,
     StoreLocked,
@@ -197,6 +198,25 @@ def test_sparse_search_finds_rare_keyword(loaded) -> None:
     hits = store.search(coll, text="apples", mode="sparse", k=5)
     assert {h.payload["page_content"] for h in hits} == {"apples grow in the orchard", "apples and pears in autumn"}
     assert store.search(coll, text="the and of", mode="sparse", k=5) == []  # stopwords only
+
+
+def test_a_query_value_carries_both_vectors_and_the_store_runs_it(loaded) -> None:
+    """`Query.of` builds the dense and BM25 vectors once; `run_query` gives what `search` gives."""
+    store, coll, points = loaded
+    dense = list(points[3].dense)
+    hybrid = Query.of("hybrid", dense, "apples in the orchard")
+    assert hybrid.mode == "hybrid" and hybrid.dense == dense and hybrid.sparse.indices
+    ran, searched = store.run_query(coll, hybrid, k=4), store.search(coll, dense=dense, text="apples in the orchard", k=4)
+    assert [h.id for h in ran] == [h.id for h in searched] and len(ran) == 4
+    assert [h.score for h in ran] == pytest.approx([h.score for h in searched], rel=1e-6)
+    assert Query.of("hybrid", dense, "the and of") == Query("dense", dense, None)  # no searchable word
+    assert Query.of("sparse", None, "the and of").sparse is None and \
+        store.run_query(coll, Query.of("sparse", None, "the and of")) == []
+    assert Query.of("dense", dense, "apples").sparse is None and Query.of("sparse", dense, "apples").dense is None
+    with pytest.raises(ValueError, match="needs a dense query vector"):
+        Query.of("hybrid", None, "apples")
+    with pytest.raises(ValueError, match="Unknown search mode"):
+        Query.of("keyword", dense, "apples")
 
 
 @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.modes import DEFAULT_FUSION, DEFAULT_MODE, FUSIONS, MODE_HELP, MODES, SearchMode, score_kind
-from indexer.store.base import VectorStore
+from indexer.store.base import Query, VectorStore
 from indexer.store.edge import EdgeStore
 from indexer.store.payload import ChunkMetadata, ChunkPayload, chunk_id, make_payload
 from indexer.store.sparse import bm25_fingerprint
@@ -51,6 +51,7 @@ __all__ = [
     "Hit",
     "Point",
     "QdrantClientStore",
+    "Query",
     "SearchFilter",
     "SearchMode",
     "StoreError",

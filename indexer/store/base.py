@@ -16,6 +16,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from indexer.modes import DEFAULT_FUSION, MODES
@@ -37,6 +38,32 @@ RRF_WEIGHTS: tuple[float, float] = (1.0, 1.0)   # (dense, sparse)
 HYBRID_PREFETCH_FACTOR = 4
 HYBRID_PREFETCH_MIN = 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search's inputs, each built once: the dense vector (dense and hybrid modes) and the BM25
+    vector of the text (sparse and hybrid). The caller builds it with :meth:`of`; the store runs it.
+
+    A hybrid query whose text has no searchable tokens (only stopwords, say) runs as dense.
+    """
+
+    mode: str
+    dense: list[float] | None = None
+    sparse: SparseVec | None = None
+
+    @classmethod
+    def of(cls, mode: str, dense: Sequence[float] | None = None, text: str | None = None) -> Query:
+        if mode not in MODES:
+            raise ValueError(f"Unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        if mode in ("dense", "hybrid") and dense is None:
+            raise ValueError(f"search mode {mode!r} needs a dense query vector (dense=...)")
+        if mode in ("sparse", "hybrid") and text is None:
+            raise ValueError(f"search mode {mode!r} needs a query text (text=...)")
+        sparse = encode_query(text) if mode != "dense" else None
+        if mode == "hybrid" and not sparse:
+            mode = "dense"
+        return cls(mode, as_floats(dense) if mode != "sparse" else None, sparse or None)
 
 
 class VectorStore(ABC):
@@ -177,36 +204,30 @@ class VectorStore(ABC):
         k: int = 10,
         flt: SearchFilter | None = None,
     ) -> list[Hit]:
-        """Top ``k`` points for a dense vector and/or a keyword query.
+        """Top ``k`` points for a dense vector and/or a keyword query: :meth:`run_query` of
+        ``Query.of(mode, dense, text)``.
 
-        ``mode``: "dense" (needs ``dense``), "sparse" (BM25 on ``text``) or "hybrid"
-        (both, fused in the engine with RRF). A hybrid query whose text has no searchable
-        tokens (e.g. only stopwords) runs as dense. Scores are the engine's scores.
+        ``mode``: "dense" (needs ``dense``), "sparse" (BM25 on ``text``) or "hybrid" (both, fused
+        in the engine with :attr:`fusion`). Scores are the engine's scores.
         """
-        if mode not in MODES:
-            raise ValueError(f"Unknown search mode {mode!r}; valid modes: {', '.join(MODES)}")
+        return self.run_query(name, Query.of(mode, dense, text), k=k, flt=flt)
+
+    def run_query(self, name: str, query: Query, *, k: int = 10, flt: SearchFilter | None = None) -> list[Hit]:
+        """Top ``k`` points for ``query`` (its vectors built once, by the caller)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
-        if mode in ("dense", "hybrid") and dense is None:
-            raise ValueError(f"search mode {mode!r} needs a dense query vector (dense=...)")
-        if mode in ("sparse", "hybrid") and text is None:
-            raise ValueError(f"search mode {mode!r} needs a query text (text=...)")
-        dense_vec = as_floats(dense) if dense is not None and mode != "sparse" else None
-        if dense_vec is not None and len(dense_vec) != self.dim(name):
+        if query.dense is not None and len(query.dense) != self.dim(name):
             raise CollectionMismatch(
-                f"Query vector has {len(dense_vec)} dims but collection {name!r} stores "
+                f"Query vector has {len(query.dense)} dims but collection {name!r} stores "
                 f"{self.dim(name)}-dim vectors; query with the embedder the collection was built with."
             )
-        sparse_vec = encode_query(text) if text is not None and mode != "dense" else None
-        if not sparse_vec:
-            if mode == "sparse":
-                return []
-            mode = "dense"
+        if query.mode == "sparse" and not query.sparse:
+            return []
         if flt is None or flt.path_glob is None:
-            return self._query(name, dense_vec, sparse_vec, mode, k, flt)
+            return self._query(name, query.dense, query.sparse, query.mode, k, flt)
         limit = max(4 * k, 32)
         while True:
-            hits = self._query(name, dense_vec, sparse_vec, mode, limit, flt)
+            hits = self._query(name, query.dense, query.sparse, query.mode, limit, flt)
             matched = [h for h in hits if flt.matches_glob(_source(h))]
             if len(matched) >= k or len(hits) < limit or limit >= GLOB_MAX_CANDIDATES:
                 return matched[:k]
