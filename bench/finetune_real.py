@@ -52,6 +52,7 @@ from evaluation.metrics import mean_metrics, paired_comparison, per_query_metric
 from finetune import run as steps
 from finetune.plots import LOSS_PNG, loss_plot
 from finetune.train import TrainConfig, train_adapter
+from finetune.workfolder import WorkFolder
 from indexer.store import EdgeStore
 
 logger = logging.getLogger("bench.finetune_real")
@@ -60,7 +61,8 @@ SET_TASKS = {"python-synopsis": "summary_lookup", "kernel-sections": "title_look
 #: bench/quality.py's sizes, so the "before" rows match its table.
 SET_SIZES = {"python-synopsis": {"max_distractors": 100}, "kernel-sections": {"max_queries": 500, "max_docs": 2000}}
 SHOWN = ("mrr@10", "ndcg@10", "recall@10")
-DATA_FILES = ("passages.jsonl", "generated.jsonl", "screened.jsonl", "refined.jsonl", "report.json")
+#: The model-free files a model's work folder starts from.
+DATA_FILES = ("passages", "generated", "screened", "refined")
 
 
 def debian_sets(folder: Path) -> Path:
@@ -104,12 +106,12 @@ def query_page_globs(sets: dict[str, BeirDataset], spec: list[str]) -> list[str]
 
 def prepare_data(data: Path, docs: Path, exclude: list[str], max_pages: int | None) -> dict:
     """Structure pairs and the model-free refine step, once for every model."""
-    data.mkdir(parents=True, exist_ok=True)
-    if not (data / "generated.jsonl").exists():
+    folder = WorkFolder(data)
+    if not folder.has("generated"):
         steps.step_structure(data, docs, max_pages=max_pages, exclude=tuple(exclude))
-    if not (data / "refined.jsonl").exists():
+    if not folder.has("refined"):
         steps.step_refine(data, None, top_k=0)  # pairs true by construction: no false-positive filter
-    return json.loads((data / "report.json").read_text())
+    return folder.report()
 
 
 def evaluate(embedder: Embedder, sets: dict[str, BeirDataset], modes: list[str], tasks: dict[str, str]) -> dict:
@@ -233,11 +235,12 @@ def main() -> None:
         return
     work = args.workdir / tag
     work.mkdir(parents=True, exist_ok=True)
-    for name in DATA_FILES:
-        if not (work / name).exists():
-            shutil.copy(args.workdir / "data" / name, work / name)
+    source, target = WorkFolder(args.workdir / "data"), WorkFolder(work)
+    for path in [source.file(name) for name in DATA_FILES] + [source.report_file]:
+        if not (work / path.name).exists():
+            shutil.copy(path, work / path.name)
     before = evaluate(embedder, sets, modes, tasks)
-    if not (work / "mined.jsonl").exists():
+    if not target.has("mined"):
         steps.step_mine(work, embedder)
     steps.step_split(work, heldout_fraction=args.heldout)
     adapter = work / "adapter"
@@ -245,7 +248,7 @@ def main() -> None:
         card = steps.step_train(work, embedder, adapter, config)
         train, synthetic = card["training"], card["eval_heldout"]
     else:  # the sets below are the measure; skip scoring every passage twice more
-        examples = [json.loads(line) for line in (work / "train.jsonl").read_text().splitlines()]
+        examples = target.read("train")
         done = train_adapter(embedder, examples, steps.load_passages(work), adapter, config)
         loss_plot(done.losses, adapter / LOSS_PNG)
         train = {"steps": done.steps, "seconds": done.seconds, "first_loss": done.losses[:5],
@@ -256,7 +259,7 @@ def main() -> None:
     table(rows)
     result = {"model": args.model, "tag": tag, "max_length": embedder.max_length, "adapter": str(adapter),
               "data": {k: data_report.get(k) for k in ("structure", "refine")},
-              "split": json.loads((work / "report.json").read_text()).get("split"),
+              "split": target.report().get("split"),
               "train": train, "train_config": asdict(config), "synthetic_heldout": synthetic, "sets": rows,
               "seconds": round(time.perf_counter() - t0, 1), "device": str(embedder.device)}
     print(json.dumps({k: result[k] for k in ("train", "synthetic_heldout", "split")}, indent=1))
