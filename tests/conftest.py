@@ -94,6 +94,24 @@ def default_embedder(_default_embedder):
     return copy.deepcopy(_default_embedder)
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The sample corpus (md, txt, html, pdf, docx), made once per test module (a module may define
+    its own ``corpus`` instead)."""
+    from .docs import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "corpus", bad=False)
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, corpus, _default_embedder) -> Path:
+    """``corpus`` indexed into an embedded store with the default model, once per test module;
+    tests that write to it copy it first."""
+    from .serve_helpers import index_corpus
+
+    return index_corpus(tmp_path_factory.mktemp("store"), corpus, _default_embedder)
+
+
 def pytest_collection_modifyitems(config, items):
     if not torch.cuda.is_available():
         skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False")

@@ -16,18 +16,7 @@ from app.settings import Settings
 from indexer.search import Searcher
 from indexer.store import EdgeStore
 
-from .docs import make_corpus
-from .serve_helpers import index_corpus, running_server, wait_job
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("serve") / "corpus", bad=False)
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, corpus, _default_embedder):
-    return index_corpus(tmp_path_factory.mktemp("serve-store"), corpus, _default_embedder)
+from .serve_helpers import running_server, wait_job
 
 
 @pytest.fixture

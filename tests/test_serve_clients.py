@@ -18,18 +18,7 @@ from app.serve.client import RemoteClient
 from app.serve.runtime import Runtime
 from app.settings import Settings
 
-from .docs import make_corpus
-from .serve_helpers import index_corpus, running_server, wait_job
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("clients") / "corpus", bad=False)
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, corpus, _default_embedder):
-    return index_corpus(tmp_path_factory.mktemp("clients-store"), corpus, _default_embedder)
+from .serve_helpers import running_server, wait_job
 
 
 @pytest.fixture

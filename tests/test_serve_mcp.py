@@ -7,27 +7,15 @@ import os
 import shutil
 import sys
 
-import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from app.serve.runtime import Runtime, ServeOptions
 from app.settings import Settings
 
-from .docs import make_corpus
-from .serve_helpers import index_corpus, running_server
+from .serve_helpers import running_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("mcp") / "corpus", bad=False)
-
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, corpus, _default_embedder):
-    return index_corpus(tmp_path_factory.mktemp("mcp-store"), corpus, _default_embedder)
 
 
 def payload(result) -> dict:
