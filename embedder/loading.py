@@ -158,8 +158,9 @@ def _quant_error(config: EmbedderConfig, device: str, exc: Exception) -> Embedde
     )
 
 
-def attach_adapter(model: torch.nn.Module, adapter_dir: Path, base_id: str, merge: bool) -> torch.nn.Module:
-    """Wrap ``model`` with a LoRA adapter from ``adapter_dir``; refuse one trained on another base."""
+def check_adapter(adapter_dir: Path, base_id: str) -> None:
+    """Raise :class:`EmbedderError` unless ``adapter_dir`` holds a peft adapter trained on ``base_id``
+    (as far as its ``rag_adapter.json`` says; an adapter without one is taken as it is)."""
     if not (adapter_dir / "adapter_config.json").exists():
         raise EmbedderError(f"Adapter folder {adapter_dir} has no adapter_config.json: not a peft adapter.")
     marker = adapter_dir / ADAPTER_BASE_FILE
@@ -170,6 +171,11 @@ def attach_adapter(model: torch.nn.Module, adapter_dir: Path, base_id: str, merg
                 f"Adapter {adapter_dir} was trained on base model {trained_on}, but the loaded model "
                 f"is {base_id}. Load the base model it was trained on (see {marker}), or retrain."
             )
+
+
+def attach_adapter(model: torch.nn.Module, adapter_dir: Path, base_id: str, merge: bool) -> torch.nn.Module:
+    """Wrap ``model`` with a LoRA adapter from ``adapter_dir``; refuse one trained on another base."""
+    check_adapter(adapter_dir, base_id)
     from peft import PeftModel
 
     try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from embedder import Embedder
-from embedder.loading import ADAPTER_BASE_FILE
+from embedder import Embedder, EmbedderError
+from embedder.loading import ADAPTER_BASE_FILE, check_adapter
 
 from .losses import info_nce, task_homogeneous_batches
 
@@ -85,14 +85,10 @@ def _continued(model, adapter_dir: Path, base_id: str):
     """``model`` wrapped with the trainable adapter of ``adapter_dir``, refused if trained on another base."""
     from peft import PeftModel
 
-    marker = adapter_dir / ADAPTER_BASE_FILE
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise ValueError(f"--init-adapter {adapter_dir} has no adapter_config.json: pass an adapter folder "
-                         "written by `rag finetune train`.")
-    trained_on = json.loads(marker.read_text()).get("base_model_id") if marker.exists() else None
-    if trained_on and trained_on != base_id:
-        raise ValueError(f"--init-adapter {adapter_dir} was trained on base model {trained_on}, but the loaded "
-                         f"model is {base_id}: load that base model (RAG_MODEL), or train from scratch.")
+    try:
+        check_adapter(adapter_dir, base_id)
+    except EmbedderError as exc:
+        raise ValueError(f"--init-adapter: {exc}") from None
     logger.info("continuing training of adapter %s", adapter_dir)
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
