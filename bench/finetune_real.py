@@ -74,8 +74,11 @@ def debian_sets(folder: Path) -> Path:
 
 def debian_docs(folder: Path) -> Path:
     """A folder of links: ``python/`` (the reST sources) and ``kernel/`` (the HTML docs)."""
-    sources = {"python": docsets.PYTHON_DOCS / "_sources", "kernel": docsets.KERNEL_DOCS}
-    for name, source in sources.items():
+    sources = {"python": (docsets.PYTHON_DOCS / "_sources", "python3.11-doc"),
+               "kernel": (docsets.KERNEL_DOCS, "linux-doc-6.1")}
+    for name, (source, package) in sources.items():
+        if not source.is_dir():
+            raise SystemExit(f"{source} is missing: install the Debian package {package}, or pass --docs FOLDER.")
         target = folder / name
         if not target.exists():
             target.mkdir(parents=True)
@@ -210,16 +213,9 @@ def main() -> None:
     exclude = args.exclude + query_page_globs(sets, query_pages)
     modes = args.modes.split(",")
 
-    data_report = prepare_data(args.workdir / "data", args.docs or debian_docs(CACHE / "finetune-real-docs"),
-                               exclude, args.max_pages)
-    print(json.dumps({"sets": {k: repr(v) for k, v in sets.items()}, "excluded globs": len(exclude),
-                      **{k: data_report.get(k) for k in ("structure", "refine")}}, indent=1))
-    if args.prepare_only:
-        return
     settings = {"max_length": args.max_length} if args.max_length else {}
-    embedder = Embedder.from_pretrained(args.model, **settings)
-    t0 = time.perf_counter()
     if args.adapter:  # trained elsewhere: evaluate the base model, then the base with each adapter
+        embedder = Embedder.from_pretrained(args.model, **settings)
         before = evaluate(embedder, sets, modes, tasks)
         scored = []
         for adapter in args.adapter:
@@ -233,6 +229,14 @@ def main() -> None:
                                              "adapters": scored}, indent=2))
         footer(start)
         return
+    data_report = prepare_data(args.workdir / "data", args.docs or debian_docs(CACHE / "finetune-real-docs"),
+                               exclude, args.max_pages)
+    print(json.dumps({"sets": {k: repr(v) for k, v in sets.items()}, "excluded globs": len(exclude),
+                      **{k: data_report.get(k) for k in ("structure", "refine")}}, indent=1))
+    if args.prepare_only:
+        return
+    embedder = Embedder.from_pretrained(args.model, **settings)
+    t0 = time.perf_counter()
     work = args.workdir / tag
     work.mkdir(parents=True, exist_ok=True)
     source, target = WorkFolder(args.workdir / "data"), WorkFolder(work)

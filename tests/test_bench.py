@@ -102,6 +102,7 @@ def test_finetune_real_trains_and_an_adapter_evaluated_later_scores_the_same(ben
     adapter = tmp_path / "w" / "tiny" / "adapter"
     assert (adapter / "adapter_config.json").exists() and (adapter / "loss.png").exists()
     run("finetune_real.py", *common, "--adapter", str(adapter), "--json", str(tmp_path / "eval.json"), env=bench_env)
+    assert not (Path(bench_env["RAG_BENCH_CACHE"]) / "finetune-real").exists()  # scoring prepares no training data
     row, again = trained["sets"][0], json.loads((tmp_path / "eval.json").read_text())["adapters"][0]["sets"][0]
     assert row["queries"] == 12
     for metric in ("mrr@10", "ndcg@10"):
