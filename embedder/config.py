@@ -51,9 +51,9 @@ class EmbedderConfig:
         packing: ``on`` runs each batch unpadded, its texts packed into one row with attention kept
             per text (``embedder.packing``); ``off`` pads; ``auto`` packs where the model type
             supports it (Mistral/Llama/Qwen/Phi-3 decoders, BERT encoders) and pads elsewhere.
-        compile: run the model through ``torch.compile`` (dynamic shapes); off by default:
-            compiling takes about a minute even for a tiny model on a CPU, and its GPU gain is
-            not measured yet.
+        compile: run packed batches through ``torch.compile``: the model's repeated blocks are
+            compiled once, with dynamic shapes (``embedder.compiled``); falls back to eager,
+            with a warning, where compiling fails. Off by default.
         pooling / query_prefix / document_prefix / instructed: override what is read from the
             model's own files (None = read from the model).
     """

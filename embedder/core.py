@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import BATCH_TOKENS, PACKINGS, EmbedderConfig, EmbedderError
+from .compiled import compile_blocks, eager, uncompile_blocks
 from .fingerprint import Fingerprint, parameters_id
 from .instructions import format_instructed_query, resolve_instruction
 from .loading import ModelLocation, attach_adapter, identify, load_model, locate_model, pick_device
@@ -141,8 +142,8 @@ class Embedder:
     any); queries get the task instruction (decoders) or the query prefix (E5 encoders).
 
     ``packing`` (``auto``/``on``/``off``, see :class:`EmbedderConfig`) runs batches unpadded;
-    ``compile`` runs the model through ``torch.compile``. :meth:`encode` may be called from
-    several threads at once.
+    ``compile`` runs the packed batches through ``torch.compile`` (the repeated blocks, see
+    :mod:`embedder.compiled`). :meth:`encode` may be called from several threads at once.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, *, max_length: int = 512,
@@ -162,7 +163,7 @@ class Embedder:
         self._quantization = quantization
         self.last_stats: EncodeStats | None = None
         self.packed = self._setup_packing(packing)
-        self._run_model = torch.compile(self.model, dynamic=True) if compile else self.model
+        self.compiled = bool(compile) and compile_blocks(self.model) > 0
 
     def _setup_packing(self, packing: str) -> bool:
         if packing not in PACKINGS:
@@ -272,21 +273,36 @@ class Embedder:
         """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""
         enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         inputs = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        return self._forward_inputs(inputs, self.model), inputs["attention_mask"].shape[1]
+        return self._forward_inputs(inputs), inputs["attention_mask"].shape[1]
 
-    def _forward_inputs(self, inputs: Packed | dict[str, torch.Tensor], model: Callable) -> torch.Tensor:
-        """Run ``model`` on prepared inputs, pool, normalise: -> (batch, dim) float32."""
+    def _forward_inputs(self, inputs: Packed | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the model on prepared inputs, pool, normalise: -> (batch, dim) float32."""
         # No KV cache for decoders: nothing is generated, and building one costs memory and, for
         # sliding-window models (Mistral), a host-device copy per layer that stalls the GPU queue.
         extra = {"use_cache": False} if self.spec.decoder else {}
-        if isinstance(inputs, Packed):
-            hidden = model(**inputs.model_kwargs(), **extra).last_hidden_state[0]  # (T, dim)
+        if isinstance(inputs, Packed):  # compiled blocks, if compiled
+            hidden = self._run_packed(inputs, extra)  # (T, dim)
             pooled = packed_pool(self.spec.pooling, hidden, inputs.cu_seqlens)
-        else:
+        else:  # a padded batch or one query: eager, so it never waits for a compilation of its own
             mask = inputs["attention_mask"]  # (batch, seq)
-            hidden = model(**inputs, **extra).last_hidden_state
+            with eager(self.compiled):
+                hidden = self.model(**inputs, **extra).last_hidden_state
             pooled = pool(self.spec.pooling, hidden, mask)
         return F.normalize(pooled.float(), p=2, dim=-1)
+
+    def _run_packed(self, inputs: Packed, extra: dict) -> torch.Tensor:
+        """The model on a packed batch -> (T, dim); compiled blocks that fail to compile or run are
+        switched back to eager (with a warning) and the batch runs again."""
+        try:
+            return self.model(**inputs.model_kwargs(), **extra).last_hidden_state[0]
+        except Exception as exc:
+            if not self.compiled or isinstance(exc, torch.OutOfMemoryError):
+                raise
+            logger.warning("torch.compile failed on this model (%s: %s); running it eagerly instead",
+                           type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+            uncompile_blocks(self.model)
+            self.compiled = False
+            return self.model(**inputs.model_kwargs(), **extra).last_hidden_state[0]
 
     def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed already-formatted texts in one batch, keeping the autograd graph (for training).
@@ -314,7 +330,7 @@ class Embedder:
         with _torch_threads(1) if small else nullcontext():
             for batch, inputs in tqdm(_prefetched(batches, prepare, ahead=cuda), total=len(batches),
                                       desc="embedding", unit="batch", disable=not show_progress, leave=False):
-                vectors = self._forward_inputs(inputs, self._run_model)  # (batch, dim) on the device
+                vectors = self._forward_inputs(inputs)  # (batch, dim) on the device
                 if cuda:
                     host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
                     pending.append((batch, host.copy_(vectors, non_blocking=True)))

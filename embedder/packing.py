@@ -19,7 +19,6 @@ import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -122,16 +121,22 @@ def _varlen_kernel():
     return varlen_attn
 
 
-@lru_cache(maxsize=8)
-def _parameters(kernel) -> frozenset[str]:
-    return frozenset(inspect.signature(kernel).parameters)
+#: (kernel or None, its parameter names), resolved once, outside any torch.compile trace.
+_VARLEN: tuple | None = None
 
 
-def _varlen_attention(kernel, query, key, value, cu, max_len: int, causal: bool, scale: float | None,
-                      window: int | None) -> torch.Tensor | None:
+def _varlen() -> tuple:
+    global _VARLEN
+    if _VARLEN is None:
+        kernel = _varlen_kernel()
+        _VARLEN = (kernel, frozenset(inspect.signature(kernel).parameters) if kernel else frozenset())
+    return _VARLEN
+
+
+def _varlen_attention(kernel, params: frozenset[str], query, key, value, cu, max_len: int, causal: bool,
+                      scale: float | None, window: int | None) -> torch.Tensor | None:
     """FlashAttention varlen. query: (1, H, T, D), key/value: (1, Hkv, T, D) -> (1, T, H, D), or None
     when this torch's kernel cannot take the arguments (the caller falls back to per-text SDPA)."""
-    params = _parameters(kernel)
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))  # (T, H, D)
     extra: dict = {"scale": scale}
     if k.shape[1] != q.shape[1]:
@@ -151,6 +156,7 @@ def _varlen_attention(kernel, query, key, value, cu, max_len: int, causal: bool,
     return out.unsqueeze(0)
 
 
+@torch.compiler.disable  # a Python loop over the texts: compiled, each new batch size would recompile
 def _per_text_attention(query, key, value, cu, causal: bool, scale: float | None,
                         window: int | None) -> torch.Tensor:
     """One SDPA call per text on its slice. (1, H, T, D) -> (1, T, H, D)."""
@@ -184,9 +190,9 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     max_len = int(kwargs.get("max_length_q") or 0)
     window = sliding_window if sliding_window and max_len > sliding_window else None
     if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
-        kernel = _varlen_kernel()
+        kernel, params = _varlen()
         if kernel is not None:
-            out = _varlen_attention(kernel, query, key, value, cu, max_len, causal, scaling, window)
+            out = _varlen_attention(kernel, params, query, key, value, cu, max_len, causal, scaling, window)
             if out is not None:
                 return out, None
     return _per_text_attention(query, key, value, cu, causal, scaling, window), None
@@ -209,6 +215,7 @@ def register() -> None:
 
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
     AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
+    _varlen()
 
 
 def base_config(model: torch.nn.Module):
