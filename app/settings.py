@@ -40,7 +40,8 @@ class Settings(BaseSettings):
         None, ge=2, description="padded tokens per forward pass (default: 16384 on CUDA, 2048 on CPU)")
     packing: Literal["auto", "on", "off"] = Field(
         "auto", description="unpadded batches, texts packed into one row (auto: where the model type allows)")
-    compile: bool = Field(False, description="run the model through torch.compile")
+    compile: bool | None = Field(
+        None, description="run packed batches through torch.compile (the repeated blocks); default: on with a GPU")
     adapter: str | None = Field(None, description="LoRA adapter folder from `rag finetune`")
     lora_adapters: str | None = Field(
         None, description="LoRA adapters `rag serve` offers per request on /v1/embeddings: NAME=PATH,NAME2=PATH2")

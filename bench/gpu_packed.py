@@ -57,7 +57,11 @@ def main() -> None:
     ap.add_argument("--st-batch", type=int, default=32, help="sentence-transformers batch size")
     ap.add_argument("--precisions", default="bf16,8bit,4bit")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per row (best kept)")
-    ap.add_argument("--compile", action="store_true", help="also time ours packed under torch.compile (bf16)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time ours packed with RAG_COMPILE (the repeated blocks under torch.compile)")
+    ap.add_argument("--profile", action="store_true",
+                    help="GPU time by kernel kind (matmul / attention / other) of one packed bf16 call, "
+                         "and the GPU's own bf16 matmul ceiling on the model's shapes")
     ap.add_argument("--index-files", type=int, default=100,
                     help="python-docs pages for the `rag index` vs embedding-alone phase (0: skip it)")
     ap.add_argument("--workdir", help="where the random model is saved (default: a temp folder, removed after)")
@@ -134,7 +138,8 @@ def main() -> None:
             print(f"# {set_name} {label}: {tps:,.0f} tokens/s, {mem:.1f} GiB, loadavg {common.loadavg()}", flush=True)
             return tps, vectors
 
-        def ours(base, label: str, baseline: dict[str, float], compile_too: bool = False) -> None:
+        def ours(base, label: str, baseline: dict[str, float], compile_too: bool = False,
+                 profile: bool = False) -> None:
             padded = Embedder(base, tokenizer, spec, packing="off", **settings)
             packed = Embedder(base, tokenizer, spec, packing="on", **settings)
             for set_name in sets:
@@ -142,12 +147,22 @@ def main() -> None:
                 _, b = measure(f"ours {label} packed", set_name, packed.encode, baseline.get(set_name))
                 cos = float((a * b).sum(1).min())
                 rows[-1]["min cos vs padded"] = cos
-                if compile_too:
-                    compiled = Embedder(base, tokenizer, spec, packing="on", compile=True, **settings)
-                    t = time.perf_counter()
-                    compiled.encode(sets[set_name][:8])
-                    print(f"# torch.compile warm-up {time.perf_counter() - t:.0f}s")
-                    measure(f"ours {label} packed + torch.compile", set_name, compiled.encode, baseline.get(set_name))
+                if profile and cuda:
+                    kernel_profile(packed, sets[set_name], n_matmul, peak)
+            if compile_too:
+                compiled = Embedder(base, tokenizer, spec, packing="on", compile=True, **settings)
+                t = time.perf_counter()
+                compiled.encode(sets[next(iter(sets))][:8])
+                print(f"# torch.compile warm-up {time.perf_counter() - t:.0f}s", flush=True)
+                fell_back = "" if compiled.compiled else " (compile failed: ran eager)"
+                if profile and cuda:
+                    kernel_profile(compiled, sets[next(iter(sets))], n_matmul, peak)
+                for set_name in sets:
+                    _, c = measure(f"ours {label} packed + compile{fell_back}", set_name, compiled.encode,
+                                   baseline.get(set_name))
+                    rows[-1]["min cos vs padded"] = float((c * padded.encode(sets[set_name])).sum(1).min())
+                compiled = None
+                torch._dynamo.reset()  # the blocks' compiled code is tied to this model's weights
 
         baseline: dict[str, float] = {}
         first = "bf16" if cuda else "fp32"
@@ -165,7 +180,7 @@ def main() -> None:
                                                                                normalize_embeddings=True))
             st = None
             free()
-            ours(model, first, baseline, compile_too=args.compile)
+            ours(model, first, baseline, compile_too=args.compile, profile=args.profile)
         model = None
         free()
         for q in [q for q in args.precisions.split(",") if q in ("8bit", "4bit")]:
@@ -174,7 +189,7 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - e.g. no bitsandbytes backend
                 print(f"# {q}: skipped ({type(exc).__name__}: {str(exc)[:160]})")
                 continue
-            ours(emb.model, q + (" NF4" if q == "4bit" else ""), baseline)
+            ours(emb.model, q + (" NF4" if q == "4bit" else ""), baseline, compile_too=args.compile)
             emb.model = emb = None
             free()
         common.table(rows)
@@ -184,6 +199,54 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     common.footer(start)
+
+
+def kernel_profile(embedder, texts: list[str], n_matmul: int, peak: float | None) -> None:
+    """Where one packed call's GPU time goes (torch.profiler, by kernel kind), next to what the
+    GPU's cuBLAS reaches on a bare matmul of the model's largest shape."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    embedder.encode(texts[:64])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        embedder.encode(texts)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    kinds: dict[str, float] = {}
+    top: list[tuple[float, str]] = []
+    for event in prof.key_averages():  # the GPU's own events (kernels, copies), not the CPU ops that launch them
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
+        name = event.key.lower()
+        kind = ("attention" if any(k in name for k in ("flash", "fmha", "attention")) else
+                "matmul" if any(k in name for k in ("gemm", "cutlass", "sm90", "nvjet", "matmul")) else
+                "copy" if "memcpy" in name else "other (norms, rotary, activations, adds, casts)")
+        kinds[kind] = kinds.get(kind, 0.0) + us
+        top.append((us, event.key[:90]))
+    total = sum(kinds.values())
+    print(f"# kernel time of one packed call{' (compiled)' if embedder.compiled else ''}: {total / 1e3:.0f} ms "
+          f"on the GPU, {wall * 1e3:.0f} ms wall (profiled): the GPU idles {100 * (1 - total / 1e6 / wall):.0f} %")
+    for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"#   {kind}: {us / 1e3:.0f} ms ({100 * us / total:.0f} %)")
+    for us, key in sorted(top, reverse=True)[:12]:
+        print(f"#   {us / 1e3:8.1f} ms  {key}")
+    m, k, n = 16384, 4096, 14336  # a full budget of tokens through the MLP's largest projection
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    torch.cuda.synchronize()
+    tflops = 2 * m * k * n * 20 / (time.perf_counter() - t) / 1e12
+    print(f"# bare bf16 matmul {m}x{k}x{n}: {tflops:.0f} TFLOP/s"
+          + (f" = {100 * tflops / peak:.1f} % of the {peak:.0f} TFLOP/s peak (the MFU ceiling)" if peak else ""),
+          flush=True)
 
 
 def index_phase(args: argparse.Namespace, folder: Path, device: str) -> None:

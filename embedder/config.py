@@ -52,8 +52,9 @@ class EmbedderConfig:
             per text (``embedder.packing``); ``off`` pads; ``auto`` packs where the model type
             supports it (Mistral/Llama/Qwen/Phi-3 decoders, BERT encoders) and pads elsewhere.
         compile: run packed batches through ``torch.compile``: the model's repeated blocks are
-            compiled once, with dynamic shapes (``embedder.compiled``); falls back to eager,
-            with a warning, where compiling fails. Off by default.
+            compiled once, with dynamic shapes (``embedder.compiled``), on the first packed batch
+            (about 10 s for a 7B model on an H200; 1.2x the throughput after); falls back to
+            eager, with a warning, where compiling fails. None: on for CUDA, off on a CPU.
         pooling / query_prefix / document_prefix / instructed: override what is read from the
             model's own files (None = read from the model).
     """
@@ -67,7 +68,7 @@ class EmbedderConfig:
     adapter: str | None = None
     merge_adapter: bool = False
     packing: str = "auto"
-    compile: bool = False
+    compile: bool | None = None
     pooling: str | None = None
     query_prefix: str | None = None
     document_prefix: str | None = None

@@ -193,7 +193,7 @@ class Embedder:
         return cls(model, info.tokenizer, info.spec, max_length=config.max_length, batch_tokens=batch_tokens,
                    model_id=info.fingerprint.model_id, adapter=config.adapter,
                    adapter_id=info.fingerprint.adapter_id, quantization=config.quantization,
-                   packing=config.packing, compile=config.compile)
+                   packing=config.packing, compile=device == "cuda" if config.compile is None else config.compile)
 
     @classmethod
     def from_pretrained(cls, model: str, **settings) -> "Embedder":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import numpy as np
@@ -148,7 +149,8 @@ def test_varlen_call_matches_per_text_sdpa(kernel, causal, window):
     cu = torch.tensor([0, 4, 5, 11], dtype=torch.int32)
     q, k, v = torch.randn(1, 4, 11, 8), torch.randn(1, 2, 11, 8), torch.randn(1, 2, 11, 8)  # GQA 4:2
     expected = _per_text_attention(q, k, v, cu, causal, 0.3, window)
-    got = _varlen_attention(kernel, q, k, v, cu, 6, causal, 0.3, window)
+    params = frozenset(inspect.signature(kernel).parameters)
+    got = _varlen_attention(kernel, params, q, k, v, cu, 6, causal, 0.3, window)
     if got is None:  # the old signature cannot do windows or bidirectional attention: caller falls back
         assert kernel is _old_signature_varlen and (window or not causal)
         return
@@ -209,12 +211,50 @@ def test_encode_from_several_threads(tiny_embedder):
 
 
 @pytest.mark.slow
-def test_compile_gives_the_same_vectors(tiny_mistral_dir):
+def test_compile_gives_the_same_vectors_with_one_graph_for_every_block_and_length(tiny_mistral_dir):
     pytest.importorskip("torch._inductor")
+    from torch._dynamo.utils import counters
+
+    from embedder.compiled import repeated_blocks
+
     plain = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128)
     compiled = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128, compile=True)
-    assert compiled._run_model is not compiled.model
+    blocks = repeated_blocks(compiled.model)
+    assert compiled.compiled and len(blocks) == compiled.model.config.num_hidden_layers >= 2
+    counters.clear()
     assert cosines(plain.embed_documents(MIXED), compiled.embed_documents(MIXED)).min() >= 0.9999
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1  # the blocks did run compiled
+    # other packed lengths reuse the graph (dynamic shapes); a single query runs the blocks eagerly
+    assert cosines(plain.embed_documents(MIXED[1:4]), compiled.embed_documents(MIXED[1:4])).min() >= 0.9999
+    query = "how are packed batches attended?"
+    assert float(plain.embed_query(query) @ compiled.embed_query(query)) >= 0.9999
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_mistral_dir, caplog):
+    from embedder.compiled import repeated_blocks
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("this backend cannot compile")
+
+    plain = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128)
+    compiled = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128, compile=True)
+    for block in repeated_blocks(compiled.model):
+        block.compile(dynamic=True, backend=broken_backend)
+    with caplog.at_level("WARNING", logger="embedder.core"):
+        vectors = compiled.embed_documents(MIXED)
+    assert cosines(plain.embed_documents(MIXED), vectors).min() >= 0.9999
+    assert not compiled.compiled
+    assert "torch.compile failed" in caplog.text and "running it eagerly" in caplog.text
+
+
+def test_repeated_blocks_are_the_layers(tiny_mistral_dir):
+    from embedder.compiled import repeated_blocks
+
+    embedder = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64)
+    assert repeated_blocks(embedder.model) == list(embedder.model.layers)
+    assert repeated_blocks(torch.nn.Linear(2, 2)) == []
 
 
 @pytest.mark.gpu
@@ -223,3 +263,14 @@ def test_cuda_packed_matches_padded(tiny_mistral_dir, quantization):
     padded, packed = pair(str(tiny_mistral_dir), device="cuda", dtype="bf16", quantization=quantization,
                           max_length=64, batch_tokens=256)
     assert cosines(padded.embed_documents(MIXED), packed.embed_documents(MIXED)).min() >= 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_cuda_compiled_packed_matches_padded(tiny_mistral_dir, quantization):
+    padded = Embedder.from_pretrained(str(tiny_mistral_dir), packing="off", device="cuda", dtype="bf16",
+                                      quantization=quantization, max_length=64, batch_tokens=256)
+    compiled = Embedder.from_pretrained(str(tiny_mistral_dir), packing="on", compile=True, device="cuda",
+                                        dtype="bf16", quantization=quantization, max_length=64, batch_tokens=256)
+    assert cosines(padded.embed_documents(MIXED), compiled.embed_documents(MIXED)).min() >= 0.999
+    assert compiled.compiled  # it ran compiled, without falling back to eager

@@ -37,7 +37,9 @@ def test_cpu_batch_budget_defaults_by_device(monkeypatch, tiny_mistral_dir):
     monkeypatch.delenv("RAG_BATCH_TOKENS", raising=False)
     config = Settings(model=str(tiny_mistral_dir)).embedder_config()
     assert config.batch_tokens is None                      # left to the embedder, by device
-    assert Embedder.from_config(config).batch_tokens == 2048    # the CPU budget
+    embedder = Embedder.from_config(config)
+    assert embedder.batch_tokens == 2048    # the CPU budget
+    assert not embedder.compiled            # compile's default (None) is off on a CPU
     monkeypatch.setenv("RAG_BATCH_TOKENS", "100")
     assert Settings(max_length=512).embedder_config().batch_tokens == 512  # never below one text
 
@@ -45,7 +47,7 @@ def test_cpu_batch_budget_defaults_by_device(monkeypatch, tiny_mistral_dir):
 def test_packing_and_compile_reach_the_embedder(monkeypatch):
     monkeypatch.delenv("RAG_PACKING", raising=False)
     config = Settings().embedder_config()
-    assert (config.packing, config.compile) == ("auto", False)
+    assert (config.packing, config.compile) == ("auto", None)
     monkeypatch.setenv("RAG_PACKING", "off")
     monkeypatch.setenv("RAG_COMPILE", "true")
     config = Settings().embedder_config()

@@ -105,7 +105,7 @@ def cmd_finetune(args, settings: Settings) -> int:
         generator = QueryGenerator.from_pretrained(args.generator, batch_size=args.gen_batch)
         out["generated_now"] = run.step_generate(workdir, generator, args.tasks.split(","), progress=not args.json)
         del generator
-    config = settings.embedder_config()
+    config = replace(settings.embedder_config(), compile=False)  # trained on: eager
     if getattr(args, "init_adapter", None) is not None:
         config = replace(config, adapter=None)  # the adapter is trained on, not merged into the base
     embedder = Embedder.from_config(config) if args.step != "generate" else None
@@ -154,7 +154,7 @@ def _ablate(args, settings: Settings, workdir: Path, base) -> int:
         raise SystemExit(f"Unknown ablation arm(s) {sorted(unknown)}; choose from {', '.join(ARM_NAMES)}.")
     arms = tuple(a for a in ARMS if a.name == "full" or a.name in wanted)
     top_k = args.top_k if args.top_k is not None else (0 if _structure_pairs(workdir) else 10)
-    report = run_ablation(workdir, base, lambda: Embedder.from_config(settings.embedder_config()),
+    report = run_ablation(workdir, base, lambda: Embedder.from_config(replace(settings.embedder_config(), compile=False)),
                           _train_config(args), arms=arms, top_k=top_k, negatives=args.negatives,
                           margin=args.margin, heldout_fraction=args.heldout, progress=not args.json)
     if args.json:
