@@ -118,20 +118,25 @@ def _torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def _prefetched(items: Sequence, prepare: Callable, ahead: bool) -> Iterator[tuple[object, object]]:
-    """``(item, prepare(item))`` for each item; with ``ahead``, the next item is prepared on a
-    second thread while the caller works on the current one."""
-    if not ahead or len(items) < 2:
-        for item in items:
-            yield item, prepare(item)
+_END = object()
+
+
+def _ahead(items: Iterator, enabled: bool) -> Iterator:
+    """``items``, each produced on a second thread while the caller works on the one before
+    (``enabled``), or inline."""
+    if not enabled:
+        yield from items
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-prefetch") as prefetch:
-        future = prefetch.submit(prepare, items[0])
-        for i, item in enumerate(items):
-            ready = future.result()
-            if i + 1 < len(items):
-                future = prefetch.submit(prepare, items[i + 1])
-            yield item, ready
+        future = prefetch.submit(next, items, _END)
+        while (item := future.result()) is not _END:
+            future = prefetch.submit(next, items, _END)
+            yield item
+
+
+#: Texts tokenized at a time when a GPU runs packed batches: the first batch starts after one slice
+#: is tokenized, and the rest is tokenized while the GPU works.
+TOKENIZE_SLICE = 64
 
 
 class Embedder:
@@ -269,24 +274,46 @@ class Embedder:
         return {k: (enc[k].pin_memory().to(self.device, non_blocking=True) if pin else enc[k].to(self.device))
                 for k in ("input_ids", "attention_mask")}
 
+    def _stream_packed(self, texts: Sequence[str], lengths: list[int],
+                       pin: bool = True) -> Iterator[tuple[list[int], object]]:
+        """``(text indices, inputs on their way to the device)`` per batch of at most ``batch_tokens``
+        tokens, tokenizing :data:`TOKENIZE_SLICE` texts at a time; appends each text's length to
+        ``lengths``. ``pin``: copy through pinned memory (a GPU)."""
+        batch: list[int] = []
+        rows: list[list[int]] = []
+        used = 0
+        for first in range(0, len(texts), TOKENIZE_SLICE):
+            for i, row in enumerate(self.tokenize(texts[first:first + TOKENIZE_SLICE]), start=first):
+                lengths.append(len(row))
+                if batch and used + len(row) > self.batch_tokens:
+                    yield batch, self._inputs(rows, pin=pin)
+                    batch, rows, used = [], [], 0
+                batch.append(i)
+                rows.append(row)
+                used += len(row)
+        if batch:
+            yield batch, self._inputs(rows, pin=pin)
+
     def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""
         enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         inputs = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
         return self._forward_inputs(inputs), inputs["attention_mask"].shape[1]
 
-    def _forward_inputs(self, inputs: Packed | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Run the model on prepared inputs, pool, normalise: -> (batch, dim) float32."""
+    def _forward_inputs(self, inputs: Packed | dict[str, torch.Tensor], model: Callable | None = None) -> torch.Tensor:
+        """Run the model (or ``model``: e.g. a peft model with per-row adapters) on prepared inputs,
+        pool, normalise: -> (batch, dim) float32."""
         # No KV cache for decoders: nothing is generated, and building one costs memory and, for
         # sliding-window models (Mistral), a host-device copy per layer that stalls the GPU queue.
         extra = {"use_cache": False} if self.spec.decoder else {}
         if isinstance(inputs, Packed):  # compiled blocks, if compiled
-            hidden = self._run_packed(inputs, extra)  # (T, dim)
+            hidden = (self._run_packed(inputs, extra) if model is None else
+                      model(**inputs.model_kwargs(), **extra).last_hidden_state[0])  # (T, dim)
             pooled = packed_pool(self.spec.pooling, hidden, inputs.cu_seqlens)
         else:  # a padded batch or one query: eager, so it never waits for a compilation of its own
             mask = inputs["attention_mask"]  # (batch, seq)
             with eager(self.compiled):
-                hidden = self.model(**inputs, **extra).last_hidden_state
+                hidden = (model or self.model)(**inputs, **extra).last_hidden_state
             pooled = pool(self.spec.pooling, hidden, mask)
         return F.normalize(pooled.float(), p=2, dim=-1)
 
@@ -313,35 +340,44 @@ class Embedder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Embed already-formatted texts: sorted by length, batched by token budget, order restored."""
+        """Embed already-formatted texts: batched by token budget, order restored.
+
+        On a CPU, and for padded batches, all texts are tokenized first and batched longest first
+        (padded batches then waste little). On a GPU with packing, order does not matter: texts are
+        tokenized a slice at a time and packed as they come, on a second thread, so the GPU starts
+        after the first slice and never waits for the host; vectors come back with one wait per call.
+        """
         start = time.perf_counter()
-        ids = self.tokenize(texts)
-        lengths = [len(row) for row in ids]
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        batches = (plan_packed_batches if self.packed else plan_batches)(lengths, self.batch_tokens)
-        padded = sum(lengths) if self.packed else sum(max(lengths[i] for i in b) * len(b) for b in batches)
         cuda = self.device.type == "cuda"
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        lengths: list[int] = []
+        if cuda and self.packed:
+            batches = self._stream_packed(texts, lengths)
+        else:
+            ids = self.tokenize(texts)
+            lengths.extend(len(row) for row in ids)
+            order = (plan_packed_batches if self.packed else plan_batches)(lengths, self.batch_tokens)
+            batches = ((b, self._inputs([ids[i] for i in b], pin=cuda)) for b in order)
         small = not cuda and sum(lengths) <= CPU_SMALL_CALL_TOKENS
-        # On a GPU, the next batch is packed and copied (pinned memory, no wait) on a second thread
-        # while this one queues the model's kernels, and vectors come back without a wait per batch:
-        # the GPU never idles on the host. On a CPU everything runs inline, as the model does.
+        padded = 0
         pending: list[tuple[list[int], torch.Tensor]] = []
-        prepare = lambda b: self._inputs([ids[i] for i in b], pin=cuda)  # noqa: E731
-        with _torch_threads(1) if small else nullcontext():
-            for batch, inputs in tqdm(_prefetched(batches, prepare, ahead=cuda), total=len(batches),
-                                      desc="embedding", unit="batch", disable=not show_progress, leave=False):
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress, leave=False)
+        with bar, _torch_threads(1) if small else nullcontext():
+            for batch, inputs in _ahead(batches, enabled=cuda):
                 vectors = self._forward_inputs(inputs)  # (batch, dim) on the device
+                padded += inputs.input_ids.numel() if isinstance(inputs, Packed) else inputs["input_ids"].numel()
                 if cuda:
                     host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
                     pending.append((batch, host.copy_(vectors, non_blocking=True)))
                 else:
                     out[batch] = vectors.cpu().numpy()  # (batch, dim)
+                bar.update(len(batch))
         if pending:
             torch.cuda.current_stream(self.device).synchronize()
             for batch, host in pending:
                 out[batch] = host.numpy()
-        self.last_stats = EncodeStats(len(ids), sum(lengths), padded, time.perf_counter() - start)
+        self.last_stats = EncodeStats(len(texts), sum(lengths), padded, time.perf_counter() - start)
         if texts:
-            logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(ids), sum(lengths),
+            logger.debug("embedded %d texts, %d tokens, %.0f tokens/s", len(texts), sum(lengths),
                          self.last_stats.tokens_per_s)
         return out

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from embedder import Embedder, EmbedderConfig, EmbedderError
-from embedder.core import _prefetched
+from embedder.core import _ahead
 from embedder.packing import (PACKED_ATTENTION, _per_text_attention, _varlen_attention, pack, packed_pool,
                               plan_packed_batches)
 from embedder.pooling import pool
@@ -179,17 +179,40 @@ def test_packing_settings_and_errors(tmp_path):
     assert not auto.packed and auto.embed_documents(["a text"]).shape == (1, 64)
 
 
-def test_prefetch_keeps_order_and_results():
-    items = [[1], [2, 3], [4], [5, 6, 7]]
+def test_ahead_keeps_order_and_runs_on_a_second_thread():
     seen = []
 
-    def prepare(item):
-        seen.append(threading.current_thread().name)
-        return sum(item)
+    def produce():
+        for i in range(5):
+            seen.append(threading.current_thread().name)
+            yield i
 
-    assert list(_prefetched(items, prepare, ahead=True)) == [(i, sum(i)) for i in items]
-    assert all(name.startswith("embed-prefetch") for name in seen)
-    assert list(_prefetched(items, prepare, ahead=False)) == [(i, sum(i)) for i in items]
+    assert list(_ahead(produce(), enabled=True)) == list(range(5))
+    assert seen and all(name.startswith("embed-prefetch") for name in seen)
+    seen.clear()
+    assert list(_ahead(produce(), enabled=False)) == list(range(5))
+    assert all(name == threading.current_thread().name for name in seen)
+
+
+def test_streamed_packing_covers_every_text_within_the_budget(tiny_mistral_dir, monkeypatch):
+    """The GPU path (tokenize a slice at a time, pack as texts come) on the CPU: every text once,
+    batches within the budget, the same vectors as the sorted path."""
+    import embedder.core
+
+    monkeypatch.setattr(embedder.core, "TOKENIZE_SLICE", 3)  # several slices from a few texts
+    emb = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=96)
+    texts = [emb.format_document(t) for t in MIXED + [t.upper() for t in MIXED]]
+    lengths: list[int] = []
+    seen: list[int] = []
+    vectors = np.zeros((len(texts), emb.dim), dtype=np.float32)
+    for batch, inputs in emb._stream_packed(texts, lengths, pin=False):
+        tokens = [lengths[i] for i in batch]
+        assert sum(tokens) <= 96 or len(batch) == 1
+        seen.extend(batch)
+        vectors[batch] = emb._forward_inputs(inputs).detach().numpy()
+    assert sorted(seen) == list(range(len(texts)))
+    assert lengths == [len(row) for row in emb.tokenize(texts)]
+    assert cosines(vectors, emb.encode(texts)).min() >= 0.9999
 
 
 def test_encode_from_several_threads(tiny_embedder):
