@@ -312,8 +312,10 @@ class Embedder:
         pending: list[tuple[list[int], torch.Tensor]] = []
         prepare = lambda b: self._inputs([ids[i] for i in b], pin=cuda)  # noqa: E731
         with _torch_threads(1) if small else nullcontext():
-            for batch, inputs in tqdm(_prefetched(batches, prepare, ahead=cuda), total=len(batches),
-                                      desc="embedding", unit="batch", disable=not show_progress, leave=False):
+            prepared = _prefetched(batches, prepare, ahead=cuda)
+            if show_progress:  # tqdm takes a process-wide lock, even disabled: none without a bar
+                prepared = tqdm(prepared, total=len(batches), desc="embedding", unit="batch", leave=False)
+            for batch, inputs in prepared:
                 vectors = self._forward_inputs(inputs, self._run_model)  # (batch, dim) on the device
                 if cuda:
                     host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
