@@ -122,7 +122,7 @@ def main() -> None:
     for w in configs:
         parse, index = min(runs[f"parse+write w={w}"]), min(runs[f"index w={w}"])
         best = max(parse, model_s)
-        how = "threads" if w == 0 else f"{w} processes"
+        how = "threads" if w == 0 else f"{w} process{'es' if w > 1 else ''}"
         rows += [
             {"run": f"parse+write, {how}", "s": parse, "vs model alone": parse / model_s, "vs perfect overlap": parse / best},
             {"run": f"Indexer.run, {how}", "s": index, "vs model alone": index / model_s, "vs perfect overlap": index / best},
