@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from itertools import islice
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
-from .parsing import BrokenProcessPool, died, open_parsing, parse_workers
+from .parsing import DIED, BrokenProcessPool, died, open_parsing, parse_workers
 
 if TYPE_CHECKING:
     from embedder import Embedder, ModelInfo
@@ -108,6 +108,19 @@ class LocalEmbedding(EmbeddingStage):
                         waiting.append(died(entry, exc))
                         broken = exc
                     chunks += len(waiting[-1].points)
+                if broken is not None and not getattr(parsing, "started", True):
+                    # no worker ever answered: the processes cannot start here (a script without
+                    # an `if __name__ == "__main__":` guard, say); the files go to threads instead
+                    logger.warning("parse worker processes failed to start (%s); parsing in threads. A "
+                                   "script that indexes needs an `if __name__ == \"__main__\":` guard for "
+                                   "processes; --parse-workers 0 chooses threads.", broken)
+                    parsing.close()
+                    parsing = open_parsing(preparer, 0)
+                    retry = [w.entry for w in waiting if w.error and w.error.startswith(DIED)]
+                    waiting = [w for w in waiting if not (w.error and w.error.startswith(DIED))]
+                    todo = chain(retry, list(running.values()), todo)
+                    running.clear()
+                    continue
                 if broken is not None:
                     for entry in running.values():  # the other files in flight in the broken pool
                         waiting.append(died(entry, broken))

@@ -13,10 +13,13 @@ machine has cores to spare, threads otherwise (a CPU model needs the cores itsel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -113,9 +116,10 @@ class RustTokenizer:
 _preparer: DocumentPreparer | None = None
 
 
-def _init_worker(preparer: DocumentPreparer) -> None:
+def _init_worker(preparer_file: str) -> None:
     global _preparer
-    _preparer = preparer
+    with open(preparer_file, "rb") as f:
+        _preparer = pickle.load(f)
     # Ctrl-C reaches the whole process group: the main process stops the run (and this pool);
     # a worker interrupted mid-file would only print a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -128,10 +132,12 @@ def _prepare_in_worker(entry: FileEntry, stored_digest: str | None) -> ParsedFil
 class ProcessParsing:
     """Files prepared in ``workers`` processes (``spawn``: safe after CUDA is initialised).
 
-    The preparer goes to each worker once, at its start; a file's :class:`ParsedFile` comes back
-    pickled. A worker that dies (killed, out of memory) breaks the pool: the futures of the files
-    in flight raise :class:`~concurrent.futures.process.BrokenProcessPool` and :meth:`restart`
-    starts a new pool for the files after them.
+    The preparer goes to each worker once, at its start, through a temporary file (its tokenizer
+    is megabytes: sent through the start pipe, a worker that died while starting left the parent
+    blocked on that pipe for ever); a file's :class:`ParsedFile` comes back pickled. A worker that
+    dies (killed, out of memory) breaks the pool: the futures of the files in flight raise
+    :class:`~concurrent.futures.process.BrokenProcessPool` and :meth:`restart` starts a new pool
+    for the files after them. ``started`` tells whether any file came back from a worker.
     """
 
     def __init__(self, preparer: DocumentPreparer, workers: int) -> None:
@@ -141,14 +147,24 @@ class ProcessParsing:
         # the workers tokenize with the Rust tokenizer: same ids and offsets, no transformers import
         self.preparer = replace(preparer, tokenizer=RustTokenizer.of(preparer.tokenizer))
         self.size = self.processes = workers
+        self.started = False
+        with tempfile.NamedTemporaryFile("wb", prefix="rag-preparer-", suffix=".pkl", delete=False) as f:
+            pickle.dump(self.preparer, f)
+        self._file = f.name
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.preparer,))
+                                   initializer=_init_worker, initargs=(self._file,))
 
     def prepare(self, entry: FileEntry, stored_digest: str | None) -> Future[ParsedFile]:
-        return self._pool.submit(_prepare_in_worker, entry, stored_digest)
+        future = self._pool.submit(_prepare_in_worker, entry, stored_digest)
+        future.add_done_callback(self._came_back)
+        return future
+
+    def _came_back(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.started = True
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run any picklable ``fn(*args)`` in a worker (what a worker has loaded, say)."""
@@ -160,7 +176,11 @@ class ProcessParsing:
         self._pool = self._start()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._file)
 
     def __enter__(self) -> ProcessParsing:
         return self
@@ -174,10 +194,14 @@ def open_parsing(preparer: DocumentPreparer, workers: int) -> ThreadParsing | Pr
     return ProcessParsing(preparer, workers) if workers else ThreadParsing(preparer)
 
 
+#: How the failure of a file whose parse worker died begins.
+DIED = "the parse worker died"
+
+
 def died(entry: FileEntry, exc: BaseException) -> ParsedFile:
     """The failure of a file whose parse worker died."""
-    return ParsedFile(entry, error=f"the parse worker died ({type(exc).__name__}: {exc}); run again to retry "
+    return ParsedFile(entry, error=f"{DIED} ({type(exc).__name__}: {exc}); run again to retry "
                                    "this file, or parse in threads with --parse-workers 0")
 
 
-__all__ = ["BrokenProcessPool", "ProcessParsing", "ThreadParsing", "died", "open_parsing", "parse_workers"]
+__all__ = ["DIED", "BrokenProcessPool", "ProcessParsing", "ThreadParsing", "died", "open_parsing", "parse_workers"]

@@ -103,6 +103,36 @@ def test_a_dead_worker_fails_its_files_and_the_run_goes_on(default_embedder, tmp
     assert report.indexed + len(failed) == 25 and report.indexed >= 16   # only the files in flight failed
 
 
+def test_a_script_without_a_main_guard_falls_back_to_threads(tmp_path):
+    """Spawned workers re-run an unguarded script and die starting: the run parses in threads
+    instead, says why, and indexes everything (it used to hang on the workers' start pipe)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"n{i}.txt").write_text(f"Note {i} is about embeddings and vector search. " * 10)
+    script = tmp_path / "index_it.py"
+    script.write_text(f"""
+import torch
+torch.set_num_threads(1)
+from embedder import Embedder
+from indexer.pipeline import Indexer, IndexSettings
+from indexer.store import EdgeStore
+with EdgeStore({str(tmp_path / "store")!r}) as store:
+    report = Indexer(Embedder.from_pretrained("default"), store, "docs", IndexSettings(parse_workers=1)).run(
+        [{str(folder)!r}], progress=False)
+    print("indexed", report.indexed, "failed", len(report.failed), "points", store.count("docs"))
+""")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "indexed 6 failed 0" in proc.stdout
+    assert "parse worker processes failed to start" in proc.stderr and "__main__" in proc.stderr
+
+
 def test_parse_workers_by_device():
     assert parse_workers(None, "cuda", cores=16) == 8
     assert parse_workers(None, "cuda", cores=6) == 4
