@@ -127,9 +127,13 @@ class LocalEmbedding(EmbeddingStage):
                     running.clear()
                     parsing.restart()
                     continue
-                if waiting and (chunks >= settings.embed_batch or not running) and len(calls) < self.QUEUED_CALLS:
-                    calls.append(embedding.submit(self._embed, waiting))
-                    waiting, chunks = [], 0
+                # a full call; or, with the model idle, a quarter of one (the first call of a run
+                # does not wait for a full call's parsing); or the last files
+                full, idle = chunks >= settings.embed_batch, not calls and chunks >= settings.embed_batch // 4
+                if waiting and (full or idle or not running) and len(calls) < self.QUEUED_CALLS:
+                    call, waiting = _take(waiting, settings.embed_batch)
+                    chunks -= sum(len(f.points) for f in call)
+                    calls.append(embedding.submit(self._embed, call))
                 while calls and calls[0].done():
                     yield from calls.popleft().result()
                 if not (running or waiting or calls):
@@ -139,7 +143,7 @@ class LocalEmbedding(EmbeddingStage):
             embedding.shutdown(wait=True, cancel_futures=True)
             parsing.close()
 
-    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:
+    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:  # on the embedding thread
         points = [p for f in files for p in f.points]
         vectors = self.embedder.embed_documents([p.text for p in points]) if points else None  # (n, dim)
         rows = iter(vectors if vectors is not None else ())
@@ -147,3 +151,13 @@ class LocalEmbedding(EmbeddingStage):
             f.points = [replace(p, dense=next(rows)) for p in f.points]
         return files
 
+
+
+def _take(files: list[ParsedFile], chunks: int) -> tuple[list[ParsedFile], list[ParsedFile]]:
+    """The first files of ``files`` up to about ``chunks`` chunks (at least one file), and the rest."""
+    total = 0
+    for i, f in enumerate(files):
+        total += len(f.points)
+        if total >= chunks:
+            return files[:i + 1], files[i + 1:]
+    return files, []
