@@ -61,7 +61,7 @@ def index_settings(settings: Settings) -> IndexSettings:
     from indexer.pipeline import IndexSettings
 
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
-                         max_bytes=int(settings.max_file_mb * 1024 * 1024))
+                         max_bytes=int(settings.max_file_mb * 1024 * 1024), parse_workers=settings.parse_workers)
 
 
 def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,

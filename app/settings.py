@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     max_file_mb: float = Field(50.0, gt=0)
     workers: int = Field(1, ge=1, description="embedding workers; above 1 the run goes through Ray")
+    parse_workers: int | None = Field(None, ge=0, description="processes parsing files for `rag index`; "
+                                      "0 = threads; unset = processes when the model is on a GPU")
     ray_address: str | None = Field(None, description="Ray cluster to use for workers; unset = a local one")
 
     def reranker_config(self) -> EmbedderConfig:

@@ -14,7 +14,7 @@ ours packed under ``torch.compile``. tokens/s counts real tokens; MFU = 2 x non-
 tokens/s / the GPU's dense bf16 peak; peak = ``torch.cuda.max_memory_allocated``. The vectors of the
 padded and packed paths are compared (min cosine). Then ``index_pipeline.py`` runs on the saved
 model (``--index-files`` pages; default packing and embed batch): ``Indexer.run`` vs embedding the
-same chunks alone.
+same chunks alone, with parsing in processes (the default on a GPU) and in threads (packed runs).
 
     python bench/gpu_packed.py --workdir /tmp/gp                 # H100/H200: about 6-8 min
     python bench/gpu_packed.py --workdir /tmp/gp --precisions bf16 --index-files 0   # embedding only
@@ -254,7 +254,9 @@ def index_phase(args: argparse.Namespace, folder: Path, device: str) -> None:
     script = Path(__file__).with_name("index_pipeline.py")
     for packing in ("auto",) if args.tiny else ("auto", "off"):
         cmd = [sys.executable, str(script), "--model", str(folder), "--device", device, "--files",
-               str(args.index_files), "--phases", "embed,index,reindex", "--packing", packing]
+               str(args.index_files), "--phases", "embed,index,reindex", "--packing", packing,
+               # the default (parse processes on a GPU) and the old path (parse threads), alternately
+               "--parse-workers", "auto,0" if packing == "auto" else "auto"]
         print(f"# rag index vs embedding alone, packing={packing}: {' '.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         print(proc.stdout, end="")

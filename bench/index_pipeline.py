@@ -5,19 +5,22 @@ Each phase runs in its own interpreter (so peak RSS is per phase; model loading 
 
 - ``embed``: extract + chunk every file (timed), then ``embed_documents`` on the same chunks in
   batches of ``IndexSettings.embed_batch``: the embedding-only baseline;
-- ``index``: ``Indexer.run`` (walk, hash, parse in threads, embed, BM25, upsert, optimize);
+- ``index``: ``Indexer.run`` (walk, hash, parse, embed, BM25, upsert, optimize), once per
+  ``--parse-workers`` value (``auto``: ``IndexSettings.parse_workers`` None, processes on a GPU;
+  ``0``: threads, the old path; ``N``: N processes), each into a fresh store;
 - ``reindex``: ``Indexer.run`` again over the unchanged folder (hash + scroll only).
 
-CPU seconds (this process, all its threads) are printed next to wall seconds: with one torch
+CPU seconds (this process, all its threads, and its parse processes) are printed next to wall seconds: with one torch
 thread they measure the work whatever the machine's load; wall time swings with other processes.
 
-    .venv/bin/python bench/index_pipeline.py [--quick] [--files 40] [--threads 0]
+    .venv/bin/python bench/index_pipeline.py [--quick] [--files 40] [--threads 0] [--parse-workers auto,0]
     python bench/index_pipeline.py --model DIR --quantization 4bit --device cuda --files 200   # a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,6 +28,12 @@ import time
 from pathlib import Path
 
 import common
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the parse processes, once the run ends)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def phase(args: argparse.Namespace) -> None:
@@ -64,17 +73,28 @@ def phase(args: argparse.Namespace) -> None:
         result.update(seconds=time.perf_counter() - t, cpu_s=time.process_time() - cpu, chunks=len(texts),
                       tokens=tokens)
     else:
+        from dataclasses import replace
+
+        from indexer.parsing import parse_workers
         from indexer.pipeline import Indexer
         from indexer.store import EdgeStore
 
+        requested = None if args.parse_workers == "auto" else int(args.parse_workers)
+        settings = replace(settings, parse_workers=requested)
+        result["parse_workers"] = parse_workers(requested, embedder.device.type)
         with EdgeStore(Path(args.store)) as store:
-            cpu = time.process_time()
+            cpu = time.process_time() + _children_cpu()
             report = Indexer(embedder, store, "bench", settings).run([Path(args.dir)], progress=False)
-            result.update(seconds=report.seconds, cpu_s=time.process_time() - cpu, chunks=report.chunks, indexed=report.indexed,
-                          unchanged=report.unchanged, failed=len(report.failed), points=store.count("bench"))
+            result.update(seconds=report.seconds, cpu_s=time.process_time() + _children_cpu() - cpu, chunks=report.chunks,
+                          indexed=report.indexed, unchanged=report.unchanged, failed=len(report.failed),
+                          points=store.count("bench"))
     if torch.cuda.is_available():
         result["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     common.emit(result)
+
+
+def _how(workers: int) -> str:
+    return "threads" if workers == 0 else f"{workers} process{'es' if workers > 1 else ''}"
 
 
 def main() -> None:
@@ -88,6 +108,9 @@ def main() -> None:
                     "(0: IndexSettings' default)")
     ap.add_argument("--packing", default="auto", choices=["auto", "on", "off"], help="Embedder packing")
     ap.add_argument("--phases", default="embed,index,reindex", help="a subset prints the phases' lines only")
+    ap.add_argument("--parse-workers", default="auto", help="comma-separated: an index phase per value "
+                    "(auto: by device, processes on a GPU; 0: threads; N: N processes); the reindex phase "
+                    "uses the first")
     args = ap.parse_args()
     if args.phase:
         return phase(args)
@@ -95,27 +118,35 @@ def main() -> None:
         args.files = 4
     start = common.header("index_pipeline", files=args.files, threads=args.threads or "default", model=args.model,
                           quantization=args.quantization, device=args.device, embed_batch=args.embed_batch or "default",
-                          packing=args.packing)
+                          packing=args.packing, parse_workers=args.parse_workers)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     try:
         docs = common.copy_docs(args.files, work / "docs")
         size = sum(p.stat().st_size for p in docs.rglob("*") if p.is_file()) / 1e6
         print(f"# {args.files} pages ({size:.1f} MB of HTML) copied to {docs}")
-        common_args = ["--dir", str(docs), "--store", str(work / "store"), "--threads", str(args.threads),
+        common_args = ["--dir", str(docs), "--threads", str(args.threads),
                        "--model", args.model, "--quantization", args.quantization, "--device", args.device,
                        "--embed-batch", str(args.embed_batch), "--packing", args.packing]
+        values = args.parse_workers.split(",")
         results = {}
         for name in args.phases.split(","):
-            results[name] = common.run_child(__file__, ["--phase", name, *common_args])
-            r = results[name]
-            print(f"# {name}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB, peak GPU {r.get('gpu_peak_gib', '-')} GiB, loadavg {r['loadavg']}",
-                  flush=True)
+            for value in values if name == "index" else values[:1]:
+                key = f"index parse={value}" if name == "index" else name
+                store = work / f"store-{values.index(value) if name == 'index' else 0}"
+                results[key] = common.run_child(__file__, ["--phase", name, "--store", str(store),
+                                                           "--parse-workers", value, *common_args])
+                r = results[key]
+                print(f"# {key}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB, peak GPU {r.get('gpu_peak_gib', '-')} GiB, "
+                      f"loadavg {r['loadavg']}" + (f", parse processes {r['parse_workers']}" if name == "index" else ""),
+                      flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if set(results) != {"embed", "index", "reindex"}:
+    indexes = {k.removeprefix("index parse="): r for k, r in results.items() if k.startswith("index parse=")}
+    if not ({"embed", "reindex"} <= set(results) and indexes):
         return common.footer(start)
-    emb, idx, re_ = results["embed"], results["index"], results["reindex"]
+    emb, re_ = results["embed"], results["reindex"]
+    idx = next(iter(indexes.values()))
     if idx["chunks"] != emb["chunks"] or re_["unchanged"] != idx["indexed"] or re_["chunks"]:
         print(f"# WARNING: chunk counts differ: embed {emb['chunks']}, index {idx['chunks']}, "
               f"reindex wrote {re_['chunks']} ({re_['unchanged']} unchanged)", file=sys.stderr)
@@ -127,9 +158,10 @@ def main() -> None:
         {"phase": "extract+chunk only", "wall s": emb["parse_s"], "chunks/s": emb["chunks"] / emb["parse_s"],
          "wall ratio": emb["parse_s"] / emb["seconds"], "CPU s": emb["parse_s"], "CPU ratio": emb["parse_s"] / emb["cpu_s"],
          "peak RSS MB": nan, "loadavg": ""},
-        {"phase": "Indexer.run, fresh store", "wall s": idx["seconds"], "chunks/s": idx["chunks"] / idx["seconds"],
-         "wall ratio": idx["seconds"] / emb["seconds"], "CPU s": idx["cpu_s"], "CPU ratio": idx["cpu_s"] / emb["cpu_s"],
-         "peak RSS MB": idx["peak_rss_mb"], "loadavg": idx["loadavg"]},
+        *({"phase": f"Indexer.run, fresh store, parse={value} ({_how(r['parse_workers'])})", "wall s": r["seconds"],
+           "chunks/s": r["chunks"] / r["seconds"], "wall ratio": r["seconds"] / emb["seconds"], "CPU s": r["cpu_s"],
+           "CPU ratio": r["cpu_s"] / emb["cpu_s"], "peak RSS MB": r["peak_rss_mb"], "loadavg": r["loadavg"]}
+          for value, r in indexes.items()),
         {"phase": "Indexer.run, unchanged (vs index)", "wall s": re_["seconds"], "chunks/s": nan,
          "wall ratio": re_["seconds"] / idx["seconds"], "CPU s": re_["cpu_s"], "CPU ratio": re_["cpu_s"] / idx["cpu_s"],
          "peak RSS MB": re_["peak_rss_mb"], "loadavg": re_["loadavg"]},

@@ -361,8 +361,9 @@ class Embedder:
         small = not cuda and sum(lengths) <= CPU_SMALL_CALL_TOKENS
         padded = 0
         pending: list[tuple[list[int], torch.Tensor]] = []
-        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not show_progress, leave=False)
-        with bar, _torch_threads(1) if small else nullcontext():
+        # tqdm takes a process-wide lock, even disabled (Ctrl-C can leave it held): none without a bar
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", leave=False) if show_progress else None
+        with _torch_threads(1) if small else nullcontext():
             for batch, inputs in _ahead(batches, enabled=cuda):
                 vectors = self._forward_inputs(inputs)  # (batch, dim) on the device
                 padded += inputs.input_ids.numel() if isinstance(inputs, Packed) else inputs["input_ids"].numel()
@@ -371,7 +372,10 @@ class Embedder:
                     pending.append((batch, host.copy_(vectors, non_blocking=True)))
                 else:
                     out[batch] = vectors.cpu().numpy()  # (batch, dim)
-                bar.update(len(batch))
+                if bar is not None:
+                    bar.update(len(batch))
+        if bar is not None:
+            bar.close()
         if pending:
             torch.cuda.current_stream(self.device).synchronize()
             for batch, host in pending:

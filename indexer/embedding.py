@@ -11,12 +11,16 @@ ones are in, the report) is the indexer's, whichever stage embeds.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from itertools import islice
+from itertools import chain, islice
 from typing import TYPE_CHECKING
+
+from .parsing import DIED, BrokenProcessPool, died, open_parsing, parse_workers
 
 if TYPE_CHECKING:
     from embedder import Embedder, ModelInfo
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
     from .pipeline import IndexSettings, StoredFiles
     from .prepare import DocumentPreparer, ParsedFile
     from .walk import FileEntry
+
+logger = logging.getLogger(__name__)
 
 
 class EmbeddingStage(ABC):
@@ -47,12 +53,18 @@ class EmbeddingStage(ABC):
 
 
 class LocalEmbedding(EmbeddingStage):
-    """One :class:`~embedder.Embedder` in this process; files are prepared on two threads ahead of it.
+    """One :class:`~embedder.Embedder` in this process; files are prepared ahead of it, on threads
+    or in worker processes (:mod:`indexer.parsing`, ``settings.parse_workers``).
 
-    Files are prepared up to ``settings.parse_ahead`` ahead of the model and embedded together in
-    batches of about ``settings.embed_batch`` chunks. A file that is slow to prepare (a large PDF)
-    does not hold back the files behind it: the model takes whatever is ready.
+    Files are prepared up to ``settings.parse_ahead`` ahead of the model (at least two per worker
+    process) and embedded together in calls of about ``settings.embed_batch`` chunks. A file that
+    is slow to prepare (a large PDF) does not hold back the files behind it: the model takes
+    whatever is ready. The calls run on an embedding thread, the next one queued behind the
+    current one, so the model does not wait while a call's points are handed to the writer.
     """
+
+    #: Embedding calls queued on the embedding thread (the running one included).
+    QUEUED_CALLS = 2
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
@@ -67,30 +79,85 @@ class LocalEmbedding(EmbeddingStage):
 
     def embedded(self, entries: list[FileEntry], stored: StoredFiles, preparer: DocumentPreparer,
                  settings: IndexSettings) -> Iterator[ParsedFile]:
+        workers = parse_workers(settings.parse_workers, self.device)
+        if workers:
+            logger.info("parsing in %d worker processes", workers)
         todo = iter(entries)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="parse") as pool:
-            running: set[Future] = set()
-
-            def refill() -> None:
-                for entry in islice(todo, settings.parse_ahead - len(running)):
-                    running.add(pool.submit(preparer.prepare, entry, stored.complete_digest(str(entry.path))))
-
-            refill()
+        parsing = open_parsing(preparer, workers)
+        # one call at a time; after Ctrl-C the running call ends before the run does (a thread
+        # left running torch at interpreter exit aborts the process)
+        embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        calls: deque[Future] = deque()
+        try:
+            ahead = max(settings.parse_ahead, 2 * parsing.size)
+            running: dict[Future, FileEntry] = {}
             waiting: list[ParsedFile] = []
             chunks = 0
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    waiting.append(future.result())
+            while True:
+                # parsed files wait for the model: no more parsing once a full call is waiting
+                room = ahead - len(running) if chunks < settings.embed_batch else 0
+                for entry in islice(todo, room):
+                    running[parsing.prepare(entry, stored.complete_digest(str(entry.path)))] = entry
+                broken = None
+                for future in [f for f in running if f.done()]:
+                    entry = running.pop(future)
+                    try:
+                        waiting.append(future.result())
+                    except BrokenProcessPool as exc:  # a worker died: these files fail, the run goes on
+                        logger.error("a parse worker died while parsing %s", entry.path)
+                        waiting.append(died(entry, exc))
+                        broken = exc
                     chunks += len(waiting[-1].points)
-                refill()
-                if chunks >= settings.embed_batch or not running:
-                    yield from self._embed(waiting)
-                    waiting, chunks = [], 0
+                if broken is not None and not getattr(parsing, "started", True):
+                    # no worker ever answered: the processes cannot start here (a script without
+                    # an `if __name__ == "__main__":` guard, say); the files go to threads instead
+                    logger.warning("parse worker processes failed to start (%s); parsing in threads. A "
+                                   "script that indexes needs an `if __name__ == \"__main__\":` guard for "
+                                   "processes; --parse-workers 0 chooses threads.", broken)
+                    parsing.close()
+                    parsing = open_parsing(preparer, 0)
+                    retry = [w.entry for w in waiting if w.error and w.error.startswith(DIED)]
+                    waiting = [w for w in waiting if not (w.error and w.error.startswith(DIED))]
+                    todo = chain(retry, list(running.values()), todo)
+                    running.clear()
+                    continue
+                if broken is not None:
+                    for entry in running.values():  # the other files in flight in the broken pool
+                        waiting.append(died(entry, broken))
+                    running.clear()
+                    parsing.restart()
+                    continue
+                # a full call; or, with the model idle, a quarter of one (the first call of a run
+                # does not wait for a full call's parsing); or the last files
+                full, idle = chunks >= settings.embed_batch, not calls and chunks >= settings.embed_batch // 4
+                if waiting and (full or idle or not running) and len(calls) < self.QUEUED_CALLS:
+                    call, waiting = _take(waiting, settings.embed_batch)
+                    chunks -= sum(len(f.points) for f in call)
+                    calls.append(embedding.submit(self._embed, call))
+                while calls and calls[0].done():
+                    yield from calls.popleft().result()
+                if not (running or waiting or calls):
+                    return
+                wait([*running, *calls], return_when=FIRST_COMPLETED)
+        finally:
+            embedding.shutdown(wait=True, cancel_futures=True)
+            parsing.close()
 
-    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:
+    def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:  # on the embedding thread
         points = [p for f in files for p in f.points]
-        vectors = iter(self.embedder.embed_documents([p.text for p in points]) if points else [])
-        for f in files:
-            f.points = [replace(p, dense=next(vectors).tolist()) for p in f.points]
+        vectors = self.embedder.embed_documents([p.text for p in points]) if points else None  # (n, dim)
+        rows = iter(vectors if vectors is not None else ())
+        for f in files:  # numpy rows: the store converts them where it writes
+            f.points = [replace(p, dense=next(rows)) for p in f.points]
         return files
+
+
+
+def _take(files: list[ParsedFile], chunks: int) -> tuple[list[ParsedFile], list[ParsedFile]]:
+    """The first files of ``files`` up to about ``chunks`` chunks (at least one file), and the rest."""
+    total = 0
+    for i, f in enumerate(files):
+        total += len(f.points)
+        if total >= chunks:
+            return files[:i + 1], files[i + 1:]
+    return files, []

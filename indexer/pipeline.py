@@ -106,7 +106,8 @@ class IndexSettings:
     chunk_overlap: int = 32
     max_bytes: int = 50 * 1024 * 1024
     embed_batch: int | None = None  # chunks per embedding call; None: by device (EMBED_BATCH)
-    parse_ahead: int = 8            # files parsed ahead of the model
+    parse_ahead: int = 8            # files parsed ahead of the model (at least 2 per parse process)
+    parse_workers: int | None = None  # parse processes; 0: threads; None: by device (indexer.parsing)
 
 
 def chunk_sizes(info: ModelInfo, chunk_tokens: int, chunk_overlap: int) -> tuple[int, int]:

@@ -35,15 +35,19 @@ def run(script: str, *args: str, env: dict) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_index_pipeline_runs_every_phase(bench_env):
-    out, err = run("index_pipeline.py", "--quick", "--embed-batch", "16", env=bench_env)
-    assert "| Indexer.run, fresh store" in out and "| embed only (baseline)" in out
+    out, err = run("index_pipeline.py", "--quick", "--embed-batch", "16", "--parse-workers", "auto,1", env=bench_env)
+    assert "| embed only (baseline)" in out
+    assert "| Indexer.run, fresh store, parse=auto (threads)" in out       # a CPU model: threads
+    assert "| Indexer.run, fresh store, parse=1 (1 process)" in out
     assert "chunk counts differ" not in err  # the phases saw the same chunks
 
 
 @pytest.mark.slow
 def test_index_overlap_runs(bench_env):
-    out, _ = run("index_overlap.py", "--files", "4", "--repeat", "1", "--ms-per-chunk", "1", env=bench_env)
-    assert "| Indexer.run" in out and "of the shorter side overlapped" in out
+    out, _ = run("index_overlap.py", "--files", "4", "--repeat", "1", "--ms-per-chunk", "1", "--parse-workers", "0,1",
+                 env=bench_env)
+    assert "| Indexer.run, threads" in out and "| Indexer.run, 1 process" in out and "| model alone" in out
+    assert "of the shorter side overlapped" in out
 
 
 @pytest.mark.slow

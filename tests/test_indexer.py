@@ -273,13 +273,15 @@ def test_mismatched_model_is_refused_before_its_weights_load(rag_env, corpus, ti
         assert "--recreate" in err
 
 
-def test_interrupt_message_starts_on_its_own_line(rag_env, tmp_path):
+@pytest.mark.parametrize("parse_workers", ["0", "2"])  # threads, worker processes
+def test_interrupt_message_starts_on_its_own_line(rag_env, tmp_path, parse_workers):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(60):
         (folder / f"note{i:02}.md").write_text(f"# Note {i}\n\n" + f"Topic {i} is about item {i}. " * 30)
     env = {**os.environ, "RAG_DATA_DIR": str(rag_env / "data"), "RAG_CHUNK_TOKENS": "64",
-           "RAG_CHUNK_OVERLAP": "8", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+           "RAG_CHUNK_OVERLAP": "8", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "RAG_PARSE_WORKERS": parse_workers}
     # a test run started in the background inherits SIGINT ignored: give the child the default back,
     # so that it reacts to Ctrl-C as in a terminal
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(folder)], env=env,
@@ -302,10 +304,12 @@ def test_interrupt_message_starts_on_its_own_line(rag_env, tmp_path):
 # -- crash safety -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_index_run_resumes_without_loss_or_duplicates(rag_env, tmp_path):
-    folder = tmp_path / "many"
+    folder, N = tmp_path / "many", 150
     folder.mkdir()
-    for i in range(60):
-        (folder / f"note{i:02}.md").write_text(f"# Note {i}\n\n" + f"Topic {i} is about item {i}. " * 30)
+    # enough files that the kill lands mid-run: two embedding calls are queued ahead of the
+    # progress bar, and parsing runs ahead of them
+    for i in range(N):
+        (folder / f"note{i:03}.md").write_text(f"# Note {i}\n\n" + f"Topic {i} is about item {i}. " * 30)
     env = {**os.environ, "RAG_DATA_DIR": str(rag_env / "data"), "RAG_BATCH_TOKENS": "2048",
            "RAG_CHUNK_TOKENS": "64", "RAG_CHUNK_OVERLAP": "8", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
@@ -314,7 +318,7 @@ def test_killed_index_run_resumes_without_loss_or_duplicates(rag_env, tmp_path):
                             cwd=Path(__file__).parents[1])
     deadline = time.time() + 120
     for line in proc.stderr:  # the progress bar counts files: kill once some are written
-        if "indexing:" in line and any(f"| {n}/60" in line for n in range(20, 50)) or time.time() > deadline:
+        if "indexing:" in line and any(f"| {n}/{N}" in line for n in range(20, 50)) or time.time() > deadline:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -323,7 +327,7 @@ def test_killed_index_run_resumes_without_loss_or_duplicates(rag_env, tmp_path):
         partial = {p["metadata"]["source"] for _, p in killed.iter_payloads("documents", ["metadata.source"])}
     finally:
         killed.close()
-    assert 0 < len(partial) < 60
+    assert 0 < len(partial) < N
     assert main(["index", str(folder), "--json"]) == 0
     env_store = EdgeStore(rag_env / "data")
     try:
@@ -333,7 +337,7 @@ def test_killed_index_run_resumes_without_loss_or_duplicates(rag_env, tmp_path):
         env_store.close()
     keys = [(m["source"], m["chunk_index"]) for m in resumed.values()]
     assert len(keys) == len(set(keys))  # nothing duplicated
-    assert {Path(s).name for s, _ in keys} == {f"note{i:02}.md" for i in range(60)}  # nothing lost
+    assert {Path(s).name for s, _ in keys} == {f"note{i:03}.md" for i in range(N)}  # nothing lost
     fresh_dir = rag_env / "fresh"
     os.environ["RAG_DATA_DIR"] = str(fresh_dir)
     try:

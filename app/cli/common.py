@@ -18,6 +18,7 @@ SETTING_FLAGS = {
     "packing": "packing", "fusion": "fusion",
     "collection": "collection", "data_dir": "data_dir", "qdrant_url": "qdrant_url",
     "workers": "workers", "ray_address": "ray_address", "lora_adapters": "lora_adapters",
+    "parse_workers": "parse_workers",
 }
 
 

@@ -34,6 +34,9 @@ def add_search_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int,
                    help="embedding workers (one GPU each where the cluster has GPUs); above 1 runs on Ray")
+    p.add_argument("--parse-workers", dest="parse_workers", type=int,
+                   help="processes parsing files ahead of the model (0: threads; default: processes, "
+                        "min(8, cores - 2), when the model is on a GPU, else threads)")
     p.add_argument("--ray-address", dest="ray_address",
                    help="a running Ray cluster (e.g. auto, HEAD:6379); default: start a local one")
     add_direct_flag(p)

@@ -114,6 +114,8 @@ def normalize_id(value: object) -> str:
 
 def as_floats(vec: Sequence[float]) -> list[float]:
     """A plain list of floats from a list, tuple or numpy array."""
+    if getattr(vec, "dtype", None) is not None and vec.dtype.kind == "f":
+        return vec.tolist()  # a float array's tolist() is already Python floats
     tolist = getattr(vec, "tolist", None)
     return list(map(float, tolist() if tolist else vec))
 

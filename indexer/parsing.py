@@ -1,0 +1,207 @@
+"""Where files are prepared (hash, extract, chunk) ahead of the model: threads or worker processes.
+
+Extraction and chunking are pure Python. On threads of the embedding process they hold the GIL
+that the model's thread needs to launch its kernels: with a fast GPU model (a 7B decoder launches
+hundreds of kernels per batch, each one a GIL release and retake) busy parse threads slow the
+launches down and the GPU waits. :class:`ProcessParsing` prepares files in worker processes
+instead: the :class:`~indexer.prepare.DocumentPreparer` is sent once per worker (its tokenizer
+included), the workers import no torch, and each parsed file comes back pickled.
+
+:func:`parse_workers` picks between the two: processes when the model is on a GPU and the
+machine has cores to spare, threads otherwise (a CPU model needs the cores itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from typing import Any
+
+from .prepare import DocumentPreparer, ParsedFile
+from .walk import FileEntry
+
+logger = logging.getLogger(__name__)
+
+#: Worker processes at most when chosen automatically, and the cores left to the model's process.
+MAX_AUTO_WORKERS = 8
+CORES_KEPT = 2
+#: Parse threads (``parse_workers=0``, or a model on the CPU).
+PARSE_THREADS = 2
+
+
+def parse_workers(requested: int | None, device: str | None, cores: int | None = None) -> int:
+    """Worker processes for parsing; 0 means threads in the embedding process.
+
+    ``requested``: a count (0 = threads), or None to choose by ``device``: processes
+    (``min(8, cores - 2)``) for a ``cuda`` model on a machine with at least 4 cores, else threads.
+    """
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"parse_workers={requested} is not valid: use 0 (threads), a number of "
+                             "processes, or None (chosen by device).")
+        return requested
+    cores = cores or os.cpu_count() or 1
+    if device == "cuda" and cores >= 4:
+        return min(MAX_AUTO_WORKERS, cores - CORES_KEPT)
+    return 0
+
+
+class ThreadParsing:
+    """Files prepared on threads of this process (``workers`` = 0)."""
+
+    processes = 0
+
+    def __init__(self, preparer: DocumentPreparer, threads: int = PARSE_THREADS) -> None:
+        # Not the model's Hugging Face tokenizer: each of its calls first sets truncation on the
+        # shared Rust tokenizer, so a parse thread's untruncated call racing the embedder's
+        # truncated one (max_length) lost the end of a file, silently. The copy is never changed.
+        self.preparer = replace(preparer, tokenizer=RustTokenizer.of(preparer.tokenizer))
+        self.size = threads
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="parse")
+
+    def prepare(self, entry: FileEntry, stored_digest: str | None) -> Future[ParsedFile]:
+        return self._pool.submit(self.preparer.prepare, entry, stored_digest)
+
+    def restart(self) -> None:  # threads do not die
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ThreadParsing:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+class RustTokenizer:
+    """What chunking calls of a Hugging Face fast tokenizer (``is_fast``, ``__call__`` for ids and
+    offsets, special tokens excluded), on its Rust ``tokenizers.Tokenizer`` alone: a parse worker
+    then imports neither transformers nor torch (unpickling the Hugging Face tokenizer imports
+    transformers, ~1.4 s per worker)."""
+
+    is_fast = True
+
+    def __init__(self, backend: Any) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(backend.to_str())  # a copy: chunking counts untruncated, unpadded
+        self.backend.no_truncation()
+        self.backend.no_padding()
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> Any:
+        """``tokenizer``'s Rust tokenizer, or ``tokenizer`` itself when it has none (a slow tokenizer)."""
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        return cls(backend) if backend is not None else tokenizer
+
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True, **_: Any) -> dict[str, list]:
+        if isinstance(text, str):
+            enc = self.backend.encode(text, add_special_tokens=add_special_tokens)
+            return {"input_ids": enc.ids, "offset_mapping": enc.offsets}
+        encs = self.backend.encode_batch(list(text), add_special_tokens=add_special_tokens)
+        return {"input_ids": [e.ids for e in encs], "offset_mapping": [e.offsets for e in encs]}
+
+
+_preparer: DocumentPreparer | None = None
+
+
+def _init_worker(preparer_file: str) -> None:
+    global _preparer
+    with open(preparer_file, "rb") as f:
+        _preparer = pickle.load(f)
+    # Ctrl-C reaches the whole process group: the main process stops the run (and this pool);
+    # a worker interrupted mid-file would only print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _prepare_in_worker(entry: FileEntry, stored_digest: str | None) -> ParsedFile:
+    return _preparer.prepare(entry, stored_digest)
+
+
+class ProcessParsing:
+    """Files prepared in ``workers`` processes (``spawn``: safe after CUDA is initialised).
+
+    The preparer goes to each worker once, at its start, through a temporary file (its tokenizer
+    is megabytes: sent through the start pipe, a worker that died while starting left the parent
+    blocked on that pipe for ever); a file's :class:`ParsedFile` comes back pickled. A worker that
+    dies (killed, out of memory) breaks the pool: the futures of the files in flight raise
+    :class:`~concurrent.futures.process.BrokenProcessPool` and :meth:`restart` starts a new pool
+    for the files after them. ``started`` tells whether any file came back from a worker.
+    """
+
+    def __init__(self, preparer: DocumentPreparer, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"ProcessParsing needs at least 1 worker, got {workers}; use ThreadParsing "
+                             "for parsing in this process.")
+        # the workers tokenize with the Rust tokenizer: same ids and offsets, no transformers import
+        self.preparer = replace(preparer, tokenizer=RustTokenizer.of(preparer.tokenizer))
+        self.size = self.processes = workers
+        self.started = False
+        with tempfile.NamedTemporaryFile("wb", prefix="rag-preparer-", suffix=".pkl", delete=False) as f:
+            pickle.dump(self.preparer, f)
+        self._file = f.name
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self._file,))
+
+    def prepare(self, entry: FileEntry, stored_digest: str | None) -> Future[ParsedFile]:
+        future = self._pool.submit(_prepare_in_worker, entry, stored_digest)
+        future.add_done_callback(self._came_back)
+        return future
+
+    def _came_back(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.started = True
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run any picklable ``fn(*args)`` in a worker (what a worker has loaded, say)."""
+        return self._pool.submit(fn, *args)
+
+    def restart(self) -> None:
+        """A new pool after a worker died (the broken one is shut down)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+
+    def close(self) -> None:
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._file)
+
+    def __enter__(self) -> ProcessParsing:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def open_parsing(preparer: DocumentPreparer, workers: int) -> ThreadParsing | ProcessParsing:
+    """Threads for ``workers`` = 0, else that many worker processes."""
+    return ProcessParsing(preparer, workers) if workers else ThreadParsing(preparer)
+
+
+#: How the failure of a file whose parse worker died begins.
+DIED = "the parse worker died"
+
+
+def died(entry: FileEntry, exc: BaseException) -> ParsedFile:
+    """The failure of a file whose parse worker died."""
+    return ParsedFile(entry, error=f"{DIED} ({type(exc).__name__}: {exc}); run again to retry "
+                                   "this file, or parse in threads with --parse-workers 0")
+
+
+__all__ = ["DIED", "BrokenProcessPool", "ProcessParsing", "ThreadParsing", "died", "open_parsing", "parse_workers"]
