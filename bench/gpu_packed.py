@@ -64,6 +64,7 @@ def main() -> None:
                          "and the GPU's own bf16 matmul ceiling on the model's shapes")
     ap.add_argument("--index-files", type=int, default=100,
                     help="python-docs pages for the `rag index` vs embedding-alone phase (0: skip it)")
+    ap.add_argument("--index-padded", action="store_true", help="also run the index phase with packing off")
     ap.add_argument("--workdir", help="where the random model is saved (default: a temp folder, removed after)")
     args = ap.parse_args()
 
@@ -252,7 +253,7 @@ def kernel_profile(embedder, texts: list[str], n_matmul: int, peak: float | None
 def index_phase(args: argparse.Namespace, folder: Path, device: str) -> None:
     """``Indexer.run`` vs embedding the same chunks alone (``index_pipeline.py``), packed and padded."""
     script = Path(__file__).with_name("index_pipeline.py")
-    for packing in ("auto",) if args.tiny else ("auto", "off"):
+    for packing in ("auto",) if args.tiny or not args.index_padded else ("auto", "off"):
         cmd = [sys.executable, str(script), "--model", str(folder), "--device", device, "--files",
                str(args.index_files), "--phases", "embed,index,reindex", "--packing", packing,
                # the default (parse processes on a GPU) and the old path (parse threads), alternately
