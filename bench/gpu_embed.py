@@ -228,7 +228,7 @@ def main() -> None:
         quantized = None
         for q in [q for q in args.precisions.split(",") if q in ("8bit", "4bit")]:
             try:
-                emb = Embedder.from_pretrained(str(folder), quantization=q, device=device,
+                emb = Embedder.from_pretrained(str(folder), quantization=q, device=device, compile=False,
                                                max_length=args.max_length, batch_tokens=args.batch_tokens)
             except Exception as exc:  # noqa: BLE001 - e.g. no bitsandbytes backend on CPU
                 print(f"# {q}: skipped ({type(exc).__name__}: {str(exc)[:160]})")
@@ -241,7 +241,7 @@ def main() -> None:
                 free()
         if quantized is None:  # tiny / CPU: the same step on an unquantized base
             quantized = Embedder.from_pretrained(str(folder), device=device, max_length=args.max_length,
-                                                 batch_tokens=args.batch_tokens)
+                                                 batch_tokens=args.batch_tokens, compile=False)
         train_row = qlora_step(quantized, texts, args, cuda)
     finally:
         if not args.workdir:

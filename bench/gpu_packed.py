@@ -87,6 +87,7 @@ def main() -> None:
     from transformers import MistralModel
 
     from embedder import Embedder
+    from embedder.compiled import uncompile_blocks
     from embedder.packing import _varlen_kernel
     from embedder.spec import ModelSpec
 
@@ -163,7 +164,8 @@ def main() -> None:
                                    baseline.get(set_name))
                     rows[-1]["min cos vs padded"] = float((c * padded.encode(sets[set_name])).sum(1).min())
                 compiled = None
-                torch._dynamo.reset()  # the blocks' compiled code is tied to this model's weights
+                uncompile_blocks(base)  # compiled in place: the next rows on this model run eagerly
+                torch._dynamo.reset()
 
         baseline: dict[str, float] = {}
         first = "bf16" if cuda else "fp32"
@@ -186,7 +188,9 @@ def main() -> None:
         free()
         for q in [q for q in args.precisions.split(",") if q in ("8bit", "4bit")]:
             try:
-                emb = Embedder.from_pretrained(str(folder), quantization=q, device=device, **settings)
+                # compile=False: the rows compile a copy of their own (--compile); a compiled base
+                # would run every row compiled
+                emb = Embedder.from_pretrained(str(folder), quantization=q, device=device, compile=False, **settings)
             except Exception as exc:  # noqa: BLE001 - e.g. no bitsandbytes backend
                 print(f"# {q}: skipped ({type(exc).__name__}: {str(exc)[:160]})")
                 continue
