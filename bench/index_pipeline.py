@@ -86,9 +86,27 @@ def phase(args: argparse.Namespace) -> None:
         requested = None if args.parse_workers == "auto" else int(args.parse_workers)
         settings = replace(settings, parse_workers=requested)
         result["parse_workers"] = parse_workers(requested, embedder.device.type)
+        calls: list[tuple[float, float]] = []  # (start, end) of each embedding call
+        embed = embedder.embed_documents
+
+        def timed(texts, **kwargs):
+            start = time.perf_counter()
+            try:
+                return embed(texts, **kwargs)
+            finally:
+                calls.append((start, time.perf_counter()))
+
+        embedder.embed_documents = timed
         with EdgeStore(Path(args.store)) as store:
             cpu = time.process_time() + _children_cpu()
+            t = time.perf_counter()
             report = Indexer(embedder, store, "bench", settings).run([Path(args.dir)], progress=False)
+            end = time.perf_counter()
+            if calls:  # where the model waited: before its first call, between calls, after its last
+                busy = sum(b - a for a, b in calls)
+                result.update(calls=len(calls), model_busy_s=busy, before_first_s=calls[0][0] - t,
+                              after_last_s=end - max(b for _, b in calls),
+                              between_s=(max(b for _, b in calls) - calls[0][0]) - busy)
             result.update(seconds=report.seconds, cpu_s=time.process_time() + _children_cpu() - cpu, chunks=report.chunks,
                           indexed=report.indexed, unchanged=report.unchanged, failed=len(report.failed),
                           points=store.count("bench"))
@@ -142,7 +160,10 @@ def main() -> None:
                 r = results[key]
                 print(f"# {key}: {r['seconds']:.1f}s, {r['chunks']} chunks, load {r['load_s']:.1f}s, "
                       f"peak RSS {r['peak_rss_mb']:.0f} MB, peak GPU {r.get('gpu_peak_gib', '-')} GiB, "
-                      f"loadavg {r['loadavg']}" + (f", parse processes {r['parse_workers']}" if name == "index" else ""),
+                      f"loadavg {r['loadavg']}" + (f", parse processes {r['parse_workers']}" if name == "index" else "")
+                      + (f"; the model ran {r['model_busy_s']:.2f}s in {r['calls']} calls and waited "
+                         f"{r['before_first_s']:.2f}s before the first, {r['between_s']:.2f}s between calls, "
+                         f"{r['after_last_s']:.2f}s after the last" if "calls" in r else ""),
                       flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

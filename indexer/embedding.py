@@ -127,15 +127,19 @@ class LocalEmbedding(EmbeddingStage):
                     running.clear()
                     parsing.restart()
                     continue
-                # a full call; or, with the model idle, a quarter of one (the first call of a run
-                # does not wait for a full call's parsing); or the last files
-                full, idle = chunks >= settings.embed_batch, not calls and chunks >= settings.embed_batch // 4
+                finished = []
+                while calls and calls[0].done():
+                    finished.append(calls.popleft())
+                # a full call; or, with the model idle, whatever is parsed (the model never waits
+                # while there is work: the first calls of a run are small, then they fill up); or
+                # the last files. Decided before the finished calls go to the writer.
+                full, idle = chunks >= settings.embed_batch, not calls and chunks > 0
                 if waiting and (full or idle or not running) and len(calls) < self.QUEUED_CALLS:
                     call, waiting = _take(waiting, settings.embed_batch)
                     chunks -= sum(len(f.points) for f in call)
                     calls.append(embedding.submit(self._embed, call))
-                while calls and calls[0].done():
-                    yield from calls.popleft().result()
+                for done in finished:
+                    yield from done.result()
                 if not (running or waiting or calls):
                     return
                 wait([*running, *calls], return_when=FIRST_COMPLETED)
