@@ -109,11 +109,10 @@ class LocalEmbedding(EmbeddingStage):
                         broken = exc
                     chunks += len(waiting[-1].points)
                 if broken is not None and not getattr(parsing, "started", True):
-                    # no worker ever answered: the processes cannot start here (a script without
-                    # an `if __name__ == "__main__":` guard, say); the files go to threads instead
-                    logger.warning("parse worker processes failed to start (%s); parsing in threads. A "
-                                   "script that indexes needs an `if __name__ == \"__main__\":` guard for "
-                                   "processes; --parse-workers 0 chooses threads.", broken)
+                    # no worker ever answered: the processes cannot start here; the files go to
+                    # threads instead
+                    logger.warning("parse worker processes failed to start (%s); parsing in threads "
+                                   "(--parse-workers 0 chooses threads).", broken)
                     parsing.close()
                     parsing = open_parsing(preparer, 0)
                     retry = [w.entry for w in waiting if w.error and w.error.startswith(DIED)]

@@ -19,7 +19,10 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import tempfile
+import threading
+import types
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -114,6 +117,27 @@ class RustTokenizer:
 
 
 _preparer: DocumentPreparer | None = None
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """While workers are spawned: the parent's ``__main__`` replaced by an empty module.
+
+    A spawned process first re-runs its parent's main script (``__main__.__file__``) to rebuild
+    its globals. The parse workers need none of it (their code is this module), and the script
+    may not be safe to re-run: an indexing script without an ``if __name__ == "__main__":``
+    guard, or a Streamlit page, which Streamlit runs as ``__main__`` (the page would start over
+    in each worker). With an empty ``__main__``, a worker imports only what it unpickles.
+    """
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 def _init_worker(preparer_file: str) -> None:
@@ -158,7 +182,7 @@ class ProcessParsing:
                                    initializer=_init_worker, initargs=(self._file,))
 
     def prepare(self, entry: FileEntry, stored_digest: str | None) -> Future[ParsedFile]:
-        future = self._pool.submit(_prepare_in_worker, entry, stored_digest)
+        future = self.submit(_prepare_in_worker, entry, stored_digest)
         future.add_done_callback(self._came_back)
         return future
 
@@ -168,7 +192,8 @@ class ProcessParsing:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Run any picklable ``fn(*args)`` in a worker (what a worker has loaded, say)."""
-        return self._pool.submit(fn, *args)
+        with _main_hidden():  # the pool spawns its workers on submit
+            return self._pool.submit(fn, *args)
 
     def restart(self) -> None:
         """A new pool after a worker died (the broken one is shut down)."""
