@@ -35,10 +35,13 @@ def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def compile_blocks(model: torch.nn.Module) -> int:
-    """Compile each repeated block of ``model`` in place (dynamic shapes); returns how many."""
+    """Compile each repeated block of ``model`` in place (dynamic shapes); returns how many (0: the
+    model has none, and runs eagerly)."""
     blocks = repeated_blocks(model)
     if not blocks:
-        raise ValueError(f"{type(model).__name__} has no repeated blocks (a ModuleList of one class) to compile.")
+        logger.info("torch.compile: %s has no repeated blocks (a ModuleList of one class); running eagerly",
+                    type(model).__name__)
+        return 0
     for block in blocks:
         block.compile(dynamic=True)
     logger.info("torch.compile: %d x %s (compiled once, on the first packed batch)", len(blocks),

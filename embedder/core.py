@@ -21,7 +21,7 @@ from .compiled import compile_blocks, eager, uncompile_blocks
 from .fingerprint import Fingerprint, parameters_id
 from .instructions import format_instructed_query, resolve_instruction
 from .loading import ModelLocation, attach_adapter, identify, load_model, locate_model, pick_device
-from .packing import Packed, enable_packing, pack, packed_pool, plan_packed_batches
+from .packing import Packed, enable_packing, greedy_batches, pack, packed_pool, plan_packed_batches
 from .pooling import pool
 from .spec import ModelSpec, resolve_spec
 
@@ -279,20 +279,17 @@ class Embedder:
         """``(text indices, inputs on their way to the device)`` per batch of at most ``batch_tokens``
         tokens, tokenizing :data:`TOKENIZE_SLICE` texts at a time; appends each text's length to
         ``lengths``. ``pin``: copy through pinned memory (a GPU)."""
-        batch: list[int] = []
-        rows: list[list[int]] = []
-        used = 0
-        for first in range(0, len(texts), TOKENIZE_SLICE):
-            for i, row in enumerate(self.tokenize(texts[first:first + TOKENIZE_SLICE]), start=first):
-                lengths.append(len(row))
-                if batch and used + len(row) > self.batch_tokens:
-                    yield batch, self._inputs(rows, pin=pin)
-                    batch, rows, used = [], [], 0
-                batch.append(i)
-                rows.append(row)
-                used += len(row)
-        if batch:
-            yield batch, self._inputs(rows, pin=pin)
+        rows: dict[int, list[int]] = {}  # tokenized, not yet batched
+
+        def tokenized() -> Iterator[tuple[int, int]]:
+            for first in range(0, len(texts), TOKENIZE_SLICE):
+                for i, row in enumerate(self.tokenize(texts[first:first + TOKENIZE_SLICE]), start=first):
+                    rows[i] = row
+                    lengths.append(len(row))
+                    yield i, len(row)
+
+        for batch in greedy_batches(tokenized(), self.batch_tokens):
+            yield batch, self._inputs([rows.pop(i) for i in batch], pin=pin)
 
     def _forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Pad, run the model, pool, normalise: -> ((batch, dim) float32, padded width)."""

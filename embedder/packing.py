@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,22 +75,27 @@ def pack(ids: Sequence[Sequence[int]]) -> Packed:
                   torch.tensor(offsets, dtype=torch.int32), max(lengths))
 
 
+def greedy_batches(items: Iterable[tuple[int, int]], batch_tokens: int) -> Iterator[list[int]]:
+    """``(index, length)`` pairs, in their order, grouped into batches of at most ``batch_tokens``
+    tokens (a text longer than the budget gets a batch of its own); each batch is yielded as soon
+    as the next text does not fit."""
+    current: list[int] = []
+    used = 0
+    for i, n in items:
+        if current and used + n > batch_tokens:
+            yield current
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        yield current
+
+
 def plan_packed_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Group text indices, longest first, so each batch holds at most ``batch_tokens`` real tokens
     (a text longer than the budget gets a batch of its own). The caller restores the order."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i in order:
-        if current and used + lengths[i] > batch_tokens:
-            batches.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
+    return list(greedy_batches(((i, lengths[i]) for i in order), batch_tokens))
 
 
 def packed_pool(mode: str, hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:

@@ -155,7 +155,6 @@ class LocalEmbedding(EmbeddingStage):
         return files
 
 
-
 def _take(files: list[ParsedFile], chunks: int) -> tuple[list[ParsedFile], list[ParsedFile]]:
     """The first files of ``files`` up to about ``chunks`` chunks (at least one file), and the rest."""
     total = 0

@@ -273,11 +273,12 @@ def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_mistral_di
 
 
 def test_repeated_blocks_are_the_layers(tiny_mistral_dir):
-    from embedder.compiled import repeated_blocks
+    from embedder.compiled import compile_blocks, repeated_blocks
 
     embedder = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64)
     assert repeated_blocks(embedder.model) == list(embedder.model.layers)
     assert repeated_blocks(torch.nn.Linear(2, 2)) == []
+    assert compile_blocks(torch.nn.Linear(2, 2)) == 0  # nothing to compile: eager, no error
 
 
 @pytest.mark.gpu
