@@ -16,7 +16,8 @@ quantized layer the compiler cannot trace on this backend), the embedder logs wh
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -55,6 +56,32 @@ def uncompile_blocks(model: torch.nn.Module) -> None:
         block._compiled_call_impl = None  # what nn.Module.compile sets; None is its eager default
 
 
+_eager_lock = threading.Lock()
+_eager_calls = 0
+_before_eager = None  # the set_stance of the first eager call in flight: its exit restores the stance
+
+
+@contextmanager
 def eager(compiled: bool):
-    """A context in which compiled blocks run eagerly (``nullcontext`` when nothing is compiled)."""
-    return torch.compiler.set_stance("force_eager") if compiled else nullcontext()
+    """A context in which compiled blocks run eagerly (nothing to do when nothing is compiled).
+
+    The compiler's stance is process-wide, so concurrent calls (several threads embedding at once)
+    share one: the first to enter sets it, the last to leave restores it. Meanwhile a packed batch
+    on another thread runs eagerly too (the same vectors, at eager speed).
+    """
+    global _eager_calls, _before_eager
+    if not compiled:
+        yield
+        return
+    with _eager_lock:
+        if _eager_calls == 0:
+            _before_eager = torch.compiler.set_stance("force_eager")  # set now; remembers the stance before
+        _eager_calls += 1
+    try:
+        yield
+    finally:
+        with _eager_lock:
+            _eager_calls -= 1
+            if _eager_calls == 0:
+                _before_eager.__exit__(None, None, None)
+                _before_eager = None

@@ -275,6 +275,31 @@ def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_mistral_di
     assert "torch.compile failed" in caplog.text and "running it eagerly" in caplog.text
 
 
+def test_eager_calls_on_several_threads_restore_the_compiled_stance_once_all_have_left():
+    """A query's eager context on one thread must not end another's early, nor leave the process
+    eager for good (the compiler's stance is process-wide)."""
+    pytest.importorskip("torch._inductor")
+    from embedder.compiled import eager
+
+    compilations = []
+
+    def counting_backend(graph, example_inputs):
+        compilations.append(len(example_inputs))
+        return graph.forward
+
+    add_one = torch.compile(lambda x: x + 1, backend=counting_backend, dynamic=False)
+    first, second = eager(True), eager(True)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert add_one(torch.ones(2)).tolist() == [2.0, 2.0] and compilations == []  # still eager
+    second.__exit__(None, None, None)
+    assert add_one(torch.ones(3)).tolist() == [2.0, 2.0, 2.0] and len(compilations) == 1  # compiled again
+    with eager(False):
+        add_one(torch.ones(4))
+    assert len(compilations) == 2  # nothing compiled: no stance change
+
+
 def test_repeated_blocks_are_the_layers(tiny_mistral_dir):
     from embedder.compiled import compile_blocks, repeated_blocks
 
