@@ -317,16 +317,20 @@ class Embedder:
     def _run_packed(self, inputs: Packed, extra: dict) -> torch.Tensor:
         """The model on a packed batch -> (T, dim); compiled blocks that fail to compile or run are
         switched back to eager (with a warning) and the batch runs again."""
-        try:
+        def run() -> torch.Tensor:
             return self.model(**inputs.model_kwargs(), **extra).last_hidden_state[0]
+
+        try:
+            return run()
         except Exception as exc:
             if not self.compiled or isinstance(exc, torch.OutOfMemoryError):
                 raise
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             logger.warning("torch.compile failed on this model (%s: %s); running it eagerly instead",
-                           type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+                           type(exc).__name__, first_line)
             uncompile_blocks(self.model)
             self.compiled = False
-            return self.model(**inputs.model_kwargs(), **extra).last_hidden_state[0]
+            return run()
 
     def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed already-formatted texts in one batch, keeping the autograd graph (for training).
@@ -361,7 +365,7 @@ class Embedder:
         # tqdm takes a process-wide lock, even disabled (Ctrl-C can leave it held): none without a bar
         bar = tqdm(total=len(texts), desc="embedding", unit="text", leave=False) if show_progress else None
         with _torch_threads(1) if small else nullcontext():
-            for batch, inputs in _ahead(batches, enabled=cuda):
+            for batch, inputs in _ahead(batches, enabled=cuda and len(texts) > 1):  # a query runs inline
                 vectors = self._forward_inputs(inputs)  # (batch, dim) on the device
                 padded += inputs.input_ids.numel() if isinstance(inputs, Packed) else inputs["input_ids"].numel()
                 if cuda:

@@ -108,7 +108,7 @@ class LocalEmbedding(EmbeddingStage):
                         waiting.append(died(entry, exc))
                         broken = exc
                     chunks += len(waiting[-1].points)
-                if broken is not None and not getattr(parsing, "started", True):
+                if broken is not None and not parsing.started:
                     # no worker ever answered: the processes cannot start here; the files go to
                     # threads instead
                     logger.warning("parse worker processes failed to start (%s); parsing in threads "
@@ -148,8 +148,7 @@ class LocalEmbedding(EmbeddingStage):
 
     def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:  # on the embedding thread
         points = [p for f in files for p in f.points]
-        vectors = self.embedder.embed_documents([p.text for p in points]) if points else None  # (n, dim)
-        rows = iter(vectors if vectors is not None else ())
+        rows = iter(self.embedder.embed_documents([p.text for p in points]) if points else ())  # (n, dim)
         for f in files:  # numpy rows: the store converts them where it writes
             f.points = [replace(p, dense=next(rows)) for p in f.points]
         return files

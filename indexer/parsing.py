@@ -62,6 +62,7 @@ class ThreadParsing:
     """Files prepared on threads of this process (``workers`` = 0)."""
 
     processes = 0
+    started = True  # threads always start
 
     def __init__(self, preparer: DocumentPreparer, threads: int = PARSE_THREADS) -> None:
         # Not the model's Hugging Face tokenizer: each of its calls first sets truncation on the
