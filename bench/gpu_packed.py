@@ -18,6 +18,7 @@ same chunks alone, with parsing in processes (the default on a GPU) and in threa
 
     python bench/gpu_packed.py --workdir /tmp/gp                 # H100/H200: about 6-8 min
     python bench/gpu_packed.py --workdir /tmp/gp --precisions bf16 --index-files 0   # embedding only
+    python bench/gpu_packed.py --workdir /tmp/gp --precisions bf16,4bit --compile --compile-budgets 16384,32768
     .venv/bin/python bench/gpu_packed.py --tiny                  # tiny Mistral, fp32, CPU: the code path
 """
 
@@ -59,6 +60,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per row (best kept)")
     ap.add_argument("--compile", action="store_true",
                     help="also time ours packed with RAG_COMPILE (the repeated blocks under torch.compile)")
+    ap.add_argument("--compile-budgets", default="",
+                    help="comma-separated token budgets of the compiled rows (default: --batch-tokens); "
+                         "e.g. 16384,32768 times each precision at both (a larger budget spreads 4-bit's "
+                         "weight dequantization over more tokens)")
     ap.add_argument("--profile", action="store_true",
                     help="GPU time by kernel kind (matmul / attention / other) of one packed bf16 call, "
                          "and the GPU's own bf16 matmul ceiling on the model's shapes")
@@ -93,6 +98,7 @@ def main() -> None:
 
     start = common.header("gpu_packed", device=gpu, peak_bf16_tflops=peak, tiny=args.tiny, texts=args.texts,
                           sets=args.sets, batch_tokens=args.batch_tokens, precisions=args.precisions,
+                          compile_budgets=args.compile_budgets or args.batch_tokens,
                           varlen_kernel=_varlen_kernel() is not None)
 
     config = mistral_config(args.tiny)
@@ -115,6 +121,7 @@ def main() -> None:
         spec = ModelSpec(name="mistral-7b-random", decoder=True, pooling="lasttoken", instructed=True,
                          append_eos=True, max_length=config.max_position_embeddings)
         settings = dict(max_length=args.max_length, batch_tokens=args.batch_tokens)
+        budgets = [int(b) for b in args.compile_budgets.split(",") if b] or [args.batch_tokens]
         plain = Embedder(model, tokenizer, spec, packing="off", **settings)
         sets = {name: texts_for(name, args.texts, plain) for name in args.sets.split(",")}
         set_tokens: dict[str, int] = {}
@@ -159,10 +166,13 @@ def main() -> None:
                 fell_back = "" if compiled.compiled else " (compile failed: ran eager)"
                 if profile and cuda:
                     kernel_profile(compiled, sets[next(iter(sets))], n_matmul, peak)
-                for set_name in sets:
-                    _, c = measure(f"ours {label} packed + compile{fell_back}", set_name, compiled.encode,
-                                   baseline.get(set_name))
-                    rows[-1]["min cos vs padded"] = float((c * padded.encode(sets[set_name])).sum(1).min())
+                for budget in budgets:
+                    compiled.batch_tokens = budget  # the same compiled blocks: shapes are dynamic
+                    tag = "" if budget == args.batch_tokens else f", budget {budget}"
+                    for set_name in sets:
+                        _, c = measure(f"ours {label} packed + compile{tag}{fell_back}", set_name, compiled.encode,
+                                       baseline.get(set_name))
+                        rows[-1]["min cos vs padded"] = float((c * padded.encode(sets[set_name])).sum(1).min())
                 compiled = None
                 uncompile_blocks(base)  # compiled in place: the next rows on this model run eagerly
                 torch._dynamo.reset()

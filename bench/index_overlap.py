@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--embed-batch", type=int, default=256, help="chunks per embedding call (256: as on a GPU)")
     ap.add_argument("--parse-workers", default="0", help="comma-separated IndexSettings.parse_workers "
                     "values to compare (0: threads), run alternately")
+    ap.add_argument("--dim", type=int, default=0, help="vector size the simulated model returns and the store "
+                    "holds (0: the packaged model's 384; 4096: a 7B decoder's, whose writes and HNSW build cost more)")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     import torch
@@ -94,10 +96,13 @@ def main() -> None:
     common.quiet_transformers()
     configs = [int(w) for w in args.parse_workers.split(",")]
     start = common.header("index_overlap", files=args.files, ms_per_chunk=args.ms_per_chunk,
-                          launch_ops=args.launch_ops, embed_batch=args.embed_batch, parse_workers=args.parse_workers)
+                          launch_ops=args.launch_ops, embed_batch=args.embed_batch, parse_workers=args.parse_workers,
+                          dim=args.dim or "model")
     from embedder import Embedder
 
     embedder = Embedder.from_pretrained("default")  # its tokenizer chunks; embed_documents is replaced per run
+    if args.dim:  # the fingerprint, the collection and the simulated vectors take this size
+        embedder.__class__ = type("Sized", (Embedder,), {"dim": property(lambda self: args.dim)})
     model = gpu_like_model(embedder, args.ms_per_chunk, args.launch_ops)
     idle = gpu_like_model(embedder, 0.0, 0.0)
     work = Path(tempfile.mkdtemp(prefix="rag-bench-overlap-"))

@@ -258,6 +258,33 @@ def test_compile_gives_the_same_vectors_with_one_graph_for_every_block_and_lengt
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+@pytest.mark.slow
+def test_warm_up_compiles_before_the_first_batch(tiny_mistral_dir, tmp_path):
+    """`rag serve` warms a compiled model up on a thread at start: the first request then compiles nothing."""
+    pytest.importorskip("torch._inductor")
+    from torch._dynamo.utils import counters
+
+    from app.serve.runtime import Runtime
+    from app.settings import Settings
+
+    plain = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128)
+    assert plain.warm_up() == 0.0  # nothing compiled: nothing to do (a CPU's default)
+    compiled = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128, compile=True)
+    torch._dynamo.reset()  # graphs that other tests compiled for this layer class are not reused
+    counters.clear()
+    runtime = Runtime(Settings(data_dir=tmp_path / "data"), compiled)
+    try:
+        assert runtime.warmed.wait(120)
+        graphs = counters["stats"]["unique_graphs"]
+        status = runtime.status()
+        assert graphs >= 1 and status["compiled"] and status["warm"] and status["warm_up_s"] > 0
+        vectors = runtime.embed(list(MIXED))  # a first request: packed, compiled, no new graph
+        assert counters["stats"]["unique_graphs"] == graphs
+        assert cosines(plain.embed_documents(MIXED), vectors).min() >= 0.9999
+    finally:
+        runtime.close()
+
+
 def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_mistral_dir, caplog):
     from embedder.compiled import repeated_blocks
 

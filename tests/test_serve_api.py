@@ -38,6 +38,7 @@ def test_health_status_openapi_and_endpoint_file(server, data_dir):
     assert server.get("/health").json()["status"] == "ok"
     status = server.get("/status").json()
     assert status["model"].endswith("all-MiniLM-L6-v2") and status["collections"][0]["points"] > 0
+    assert status["compiled"] is False  # a CPU's default: nothing to warm up
     schema = server.get("/openapi.json").json()
     assert {"/search", "/index", "/v1/embeddings", "/status"} <= set(schema["paths"])
     endpoint = read_endpoint(data_dir)

@@ -4,6 +4,7 @@ built once from the settings and shared by the HTTP API and the MCP tools."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,18 @@ class Runtime:
         store = build_store(settings)
         self.service = SearchService(settings, BatchedEmbedder(embedder, self.batcher), store)
         self.jobs = IndexJobs(self.service)
+        self.warm_up_s: float | None = None  # seconds the compiled blocks took, once ready
+        self.warmed = threading.Event()
+        threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """Compile the model's blocks (a GPU's default) while no request waits for them."""
+        try:
+            self.warm_up_s = round(self.embedder.warm_up(), 2)
+        except Exception:  # the first packed request compiles (or falls back) instead
+            log.exception("warm-up failed; the first packed batch compiles instead")
+        finally:
+            self.warmed.set()
 
     @classmethod
     def from_settings(cls, settings: Settings, options: ServeOptions = ServeOptions(),
@@ -83,6 +96,7 @@ class Runtime:
                                 "roots": s.roots, "error": s.error})
         return {"store": self.service.location, "model": self.embedder.spec.name, "dim": self.embedder.dim,
                 "instructed": bool(self.embedder.spec.instructed), "query_prefix": self.embedder.spec.query_prefix,
+                "compiled": self.embedder.compiled, "warm": self.warmed.is_set(), "warm_up_s": self.warm_up_s,
                 "collection": self.settings.collection,
                 "collections": collections, "adapters": self.adapters.names,
                 "batching": {"enabled": self.batcher.enabled, "window_ms": self.batcher.window * 1000,
