@@ -17,10 +17,9 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from itertools import chain, islice
 from typing import TYPE_CHECKING
 
-from .parsing import DIED, BrokenProcessPool, died, open_parsing, parse_workers
+from .parsing import ParseWindow, parse_workers
 
 if TYPE_CHECKING:
     from embedder import Embedder, ModelInfo
@@ -82,69 +81,39 @@ class LocalEmbedding(EmbeddingStage):
         workers = parse_workers(settings.parse_workers, self.device)
         if workers:
             logger.info("parsing in %d worker processes", workers)
-        todo = iter(entries)
-        parsing = open_parsing(preparer, workers)
+        window = ParseWindow(entries, stored.complete_digest, preparer, workers, settings.parse_ahead)
         # one call at a time; after Ctrl-C the running call ends before the run does (a thread
         # left running torch at interpreter exit aborts the process)
         embedding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         calls: deque[Future] = deque()
+        waiting: list[ParsedFile] = []  # parsed, not yet in a call
+        chunks = 0  # theirs
         try:
-            ahead = max(settings.parse_ahead, 2 * parsing.size)
-            running: dict[Future, FileEntry] = {}
-            waiting: list[ParsedFile] = []
-            chunks = 0
             while True:
-                # parsed files wait for the model: no more parsing once a full call is waiting
-                room = ahead - len(running) if chunks < settings.embed_batch else 0
-                for entry in islice(todo, room):
-                    running[parsing.prepare(entry, stored.complete_digest(str(entry.path)))] = entry
-                broken = None
-                for future in [f for f in running if f.done()]:
-                    entry = running.pop(future)
-                    try:
-                        waiting.append(future.result())
-                    except BrokenProcessPool as exc:  # a worker died: these files fail, the run goes on
-                        logger.error("a parse worker died while parsing %s", entry.path)
-                        waiting.append(died(entry, exc))
-                        broken = exc
-                    chunks += len(waiting[-1].points)
-                if broken is not None and not parsing.started:
-                    # no worker ever answered: the processes cannot start here; the files go to
-                    # threads instead
-                    logger.warning("parse worker processes failed to start (%s); parsing in threads "
-                                   "(--parse-workers 0 chooses threads).", broken)
-                    parsing.close()
-                    parsing = open_parsing(preparer, 0)
-                    retry = [w.entry for w in waiting if w.error and w.error.startswith(DIED)]
-                    waiting = [w for w in waiting if not (w.error and w.error.startswith(DIED))]
-                    todo = chain(retry, list(running.values()), todo)
-                    running.clear()
-                    continue
-                if broken is not None:
-                    for entry in running.values():  # the other files in flight in the broken pool
-                        waiting.append(died(entry, broken))
-                    running.clear()
-                    parsing.restart()
-                    continue
+                for parsed in window.finished():
+                    waiting.append(parsed)
+                    chunks += len(parsed.points)
+                if chunks < settings.embed_batch:  # no more parsing once a full call is waiting
+                    window.fill()
                 finished = []
                 while calls and calls[0].done():
                     finished.append(calls.popleft())
                 # a full call; or, with the model idle, whatever is parsed (the model never waits
                 # while there is work: the first calls of a run are small, then they fill up); or
                 # the last files. Decided before the finished calls go to the writer.
-                full, idle = chunks >= settings.embed_batch, not calls and chunks > 0
-                if waiting and (full or idle or not running) and len(calls) < self.QUEUED_CALLS:
+                full, idle, last = chunks >= settings.embed_batch, not calls and chunks > 0, not window.futures
+                if waiting and (full or idle or last) and len(calls) < self.QUEUED_CALLS:
                     call, waiting = _take(waiting, settings.embed_batch)
                     chunks -= sum(len(f.points) for f in call)
                     calls.append(embedding.submit(self._embed, call))
                 for done in finished:
                     yield from done.result()
-                if not (running or waiting or calls):
+                if not (window.futures or waiting or calls):
                     return
-                wait([*running, *calls], return_when=FIRST_COMPLETED)
+                wait([*window.futures, *calls], return_when=FIRST_COMPLETED)
         finally:
             embedding.shutdown(wait=True, cancel_futures=True)
-            parsing.close()
+            window.close()
 
     def _embed(self, files: list[ParsedFile]) -> list[ParsedFile]:  # on the embedding thread
         points = [p for f in files for p in f.points]

@@ -23,10 +23,11 @@ import sys
 import tempfile
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from itertools import chain, islice
 from typing import Any
 
 from .prepare import DocumentPreparer, ParsedFile
@@ -230,4 +231,73 @@ def died(entry: FileEntry, exc: BaseException) -> ParsedFile:
                                    "this file, or parse in threads with --parse-workers 0")
 
 
-__all__ = ["DIED", "BrokenProcessPool", "ProcessParsing", "ThreadParsing", "died", "open_parsing", "parse_workers"]
+def _died(parsed: ParsedFile) -> bool:
+    return bool(parsed.error and parsed.error.startswith(DIED))
+
+
+class ParseWindow:
+    """The files of a run being prepared ahead of the model: at most ``ahead`` in flight (at
+    least two per worker process), on threads or in ``workers`` processes.
+
+    A worker that dies fails the files it had in flight (:func:`died`) and a new pool takes the
+    files after them. Processes that cannot start at all (no file ever came back from one) give
+    way to threads, which prepare those files again.
+    """
+
+    def __init__(self, entries: Iterable[FileEntry], stored_digest: Callable[[str], str | None],
+                 preparer: DocumentPreparer, workers: int, ahead: int) -> None:
+        self._todo: Iterator[FileEntry] = iter(entries)
+        self._stored_digest = stored_digest
+        self._preparer = preparer
+        self._parsing = open_parsing(preparer, workers)
+        self.ahead = max(ahead, 2 * self._parsing.size)
+        self._running: dict[Future, FileEntry] = {}
+
+    @property
+    def futures(self) -> list[Future]:
+        """The files in flight (to wait on)."""
+        return list(self._running)
+
+    def fill(self) -> None:
+        """Start files until ``ahead`` are in flight or none are left."""
+        for entry in islice(self._todo, max(0, self.ahead - len(self._running))):
+            future = self._parsing.prepare(entry, self._stored_digest(str(entry.path)))
+            self._running[future] = entry
+
+    def finished(self) -> list[ParsedFile]:
+        """The files prepared since the last call, in the order they finished."""
+        done, broken = [], None
+        for future in [f for f in self._running if f.done()]:
+            entry = self._running.pop(future)
+            try:
+                done.append(future.result())
+            except BrokenProcessPool as exc:  # a worker died: these files fail, the run goes on
+                logger.error("a parse worker died while parsing %s", entry.path)
+                done.append(died(entry, exc))
+                broken = exc
+        if broken is None:
+            return done
+        if not self._parsing.started:
+            return self._to_threads(done, broken)
+        done += [died(entry, broken) for entry in self._running.values()]  # the pool's other files
+        self._running.clear()
+        self._parsing.restart()
+        return done
+
+    def _to_threads(self, done: list[ParsedFile], broken: BaseException) -> list[ParsedFile]:
+        """No worker ever answered: the processes cannot start here; their files go to threads."""
+        logger.warning("parse worker processes failed to start (%s); parsing in threads "
+                       "(--parse-workers 0 chooses threads).", broken)
+        self._parsing.close()
+        self._parsing = open_parsing(self._preparer, 0)
+        retry = [p.entry for p in done if _died(p)]
+        self._todo = chain(retry, list(self._running.values()), self._todo)
+        self._running.clear()
+        return [p for p in done if not _died(p)]
+
+    def close(self) -> None:
+        self._parsing.close()
+
+
+__all__ = ["DIED", "BrokenProcessPool", "ParseWindow", "ProcessParsing", "ThreadParsing", "died", "open_parsing",
+           "parse_workers"]

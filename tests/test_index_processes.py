@@ -103,6 +103,29 @@ def test_a_dead_worker_fails_its_files_and_the_run_goes_on(default_embedder, tmp
     assert report.indexed + len(failed) == 25 and report.indexed >= 16   # only the files in flight failed
 
 
+class Unloadable(DocumentPreparer):
+    """Cannot be unpickled: a worker process fails at its start, as it would where processes cannot run."""
+
+    def __setstate__(self, state):
+        raise RuntimeError("this preparer cannot be loaded in a worker")
+
+
+def test_workers_that_cannot_start_give_way_to_threads(default_embedder, tmp_path, caplog):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"n{i}.txt").write_text(f"Note {i} is about embeddings and vector search. " * 10)
+    with EdgeStore(tmp_path / "store") as store:
+        indexer = Indexer(default_embedder, store, "docs", dataclasses.replace(SETTINGS, parse_workers=2))
+        indexer.preparer = Unloadable(**{f.name: getattr(indexer.preparer, f.name)
+                                         for f in dataclasses.fields(DocumentPreparer)})
+        with caplog.at_level("WARNING", logger="indexer.parsing"):
+            report = indexer.run([folder], progress=False)
+        assert store.count("docs") == report.chunks > 0
+    assert report.indexed == 8 and not report.failed  # the files the workers failed were parsed again
+    assert "parse worker processes failed to start" in caplog.text
+
+
 def test_a_script_without_a_main_guard_indexes_in_worker_processes(tmp_path):
     """Spawned workers do not re-run the parent's main script (an unguarded script, a Streamlit
     page): an unguarded script indexes everything in processes (it used to hang on the workers'
