@@ -169,6 +169,7 @@ class Embedder:
         self.last_stats: EncodeStats | None = None
         self.packed = self._setup_packing(packing)
         self.compiled = bool(compile) and compile_blocks(self.model) > 0
+        self.warm = not self.compiled  # False until a packed batch has run the compiled blocks
 
     def _setup_packing(self, packing: str) -> bool:
         if packing not in PACKINGS:
@@ -247,9 +248,9 @@ class Embedder:
 
     def warm_up(self) -> float:
         """Compile now what the first packed batch would compile (a compiled embedder; about 10 s for
-        a 7B model on a GPU), so no caller's batch waits for it: seconds taken, 0.0 when nothing is
-        compiled."""
-        if not (self.compiled and self.packed):
+        a 7B model on a GPU), so no caller's batch waits for it: seconds taken, 0.0 when there is
+        nothing to compile (``warm``: not compiled, or compiled already)."""
+        if self.warm or not self.packed:
             return 0.0
         start = time.perf_counter()
         self.embed_documents([f"warm-up text {i}: " + "words of a document " * (i + 1) for i in range(4)])
@@ -333,7 +334,9 @@ class Embedder:
             return self.model(**inputs.model_kwargs(), **extra).last_hidden_state[0]
 
         try:
-            return run()
+            hidden = run()
+            self.warm = True
+            return hidden
         except Exception as exc:
             if not self.compiled or isinstance(exc, torch.OutOfMemoryError):
                 raise
@@ -341,7 +344,7 @@ class Embedder:
             logger.warning("torch.compile failed on this model (%s: %s); running it eagerly instead",
                            type(exc).__name__, first_line)
             uncompile_blocks(self.model)
-            self.compiled = False
+            self.compiled, self.warm = False, True
             return run()
 
     def embed_with_grad(self, texts: Sequence[str]) -> torch.Tensor:

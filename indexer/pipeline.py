@@ -203,12 +203,16 @@ class Indexer:
         seen = {str(e.path) for e in entries}
 
         bar = tqdm(total=len(entries), desc="indexing", unit="file", disable=not progress or not entries)
+        if not getattr(self.embedder, "warm", True):  # said while the first files wait for it
+            bar.set_description("indexing (the first batch compiles the model, once: ~10 s on a GPU)")
         # points per upsert: the embedding call size (a distributed run picks its own per worker device)
         write_batch = self.settings.embed_batch or EMBED_BATCH["cpu"]
         try:
             with _Writer(self.store, self.collection, write_batch) as writer:
                 for done, parsed in enumerate(self.stage.embedded(entries, stored, self.preparer, self.settings),
                                               start=1):
+                    if done == 1:
+                        bar.set_description("indexing")
                     bar.update(1)
                     if on_progress is not None:
                         on_progress(done, len(entries))

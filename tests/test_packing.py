@@ -285,6 +285,27 @@ def test_warm_up_compiles_before_the_first_batch(tiny_mistral_dir, tmp_path):
         runtime.close()
 
 
+@pytest.mark.slow
+def test_index_progress_says_the_first_batch_compiles(tiny_mistral_dir, tmp_path, capsys):
+    pytest.importorskip("torch._inductor")
+    from indexer.pipeline import Indexer, IndexSettings
+    from indexer.store import EdgeStore
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"n{i}.txt").write_text(f"Note {i} is about packed batches and compiled blocks. " * 8)
+    compiled = Embedder.from_pretrained(str(tiny_mistral_dir), max_length=64, batch_tokens=128, compile=True)
+    assert not compiled.warm
+    with EdgeStore(tmp_path / "store") as store:
+        Indexer(compiled, store, "docs", IndexSettings(chunk_tokens=32, chunk_overlap=4)).run([folder])
+        assert "the first batch compiles the model" in capsys.readouterr().err
+        assert compiled.warm and compiled.warm_up() == 0.0  # compiled once: nothing left to warm up
+        (folder / "n3.txt").write_text("A new note. " * 20)
+        Indexer(compiled, store, "docs", IndexSettings(chunk_tokens=32, chunk_overlap=4)).run([folder])
+        assert "compiles the model" not in capsys.readouterr().err
+
+
 def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_mistral_dir, caplog):
     from embedder.compiled import repeated_blocks
 
