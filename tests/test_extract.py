@@ -453,6 +453,18 @@ def test_rst_is_indexed_as_the_text_a_reader_sees_with_code_kept(tmp_path: Path)
     assert got.text.rstrip().endswith("After the code.")
 
 
+def test_rst_inline_literals_keep_their_backslashes_and_escapes_resolve() -> None:
+    from indexer.extract.rst import clean_rst_inline
+
+    # reST applies no escapes inside inline literals: a regex or a newline stays as written
+    assert clean_rst_inline(r"a newline character (``\n``) is left; ``\d+`` matches digits") == (
+        r"a newline character (\n) is left; \d+ matches digits")
+    # elsewhere a backslash escapes: \* is a star (no emphasis), \\ a backslash, "\ " nothing
+    assert clean_rst_inline(r"``int``\ s, \*not emphasis\*, *emphasis*, C:\\temp") == (
+        r"ints, *not emphasis*, emphasis, C:\temp")
+    assert clean_rst_inline(r"``*args`` and ``**kwargs``, :samp:`a\\b`") == r"*args and **kwargs, a\b"
+
+
 def test_html_drops_sphinx_permalinks_and_sidebars(tmp_path: Path) -> None:
     path = tmp_path / "page.html"
     path.write_text('<html><body><div class="related" role="navigation"><a href="#">next</a></div>'

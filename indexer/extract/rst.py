@@ -23,6 +23,8 @@ _LITERAL = re.compile(r"``(.+?)``")
 _EMPHASIS = re.compile(r"(?<![\w*])\*{1,2}(?=\S)(.+?)(?<=\S)\*{1,2}(?![\w*])")
 _SUBST = re.compile(r"\|(\w[\w -]*)\|_?")
 _FOOTNOTE = re.compile(r"\s?\[(?:#\w*|\d+|\*)\]_")
+_ESCAPE = re.compile(r"\\(\s|.|$)")  # a backslash and the character it escapes (none at the end)
+_HIDDEN = 0xF0000  # escaped characters stand in for themselves as these (Unicode's private use plane 15)
 
 #: Directives whose content is code, shown verbatim.
 CODE_DIRECTIVES = frozenset({"code-block", "code", "sourcecode", "literalinclude", "doctest", "testcode",
@@ -40,17 +42,39 @@ SIGNATURES = frozenset({"function", "method", "class", "exception", "data", "att
 
 
 def clean_rst_inline(text: str) -> str:
-    """Inline markup of one line dropped: ``"Access to :func:`os.stat` results"`` ->
-    ``"Access to os.stat results"``; ``:pep:`8``` -> ``PEP 8``; links, literals, emphasis."""
+    r"""Inline markup of one line dropped: ``"Access to :func:`os.stat` results"`` ->
+    ``"Access to os.stat results"``; ``:pep:`8``` -> ``PEP 8``; links, literals, emphasis.
+
+    Inline literals keep their content as typed (a literal ``\n`` stays ``\n``: reST applies no
+    escapes inside them); elsewhere a backslash escapes the next character (``\*`` -> ``*``,
+    ``\\`` -> ``\``) and a backslash-space only separates markup from the text after it.
+    """
+    parts = _LITERAL.split(text)  # text, literal, text, ...: the literals' content verbatim
+    return "".join(part if i % 2 else _clean_markup(part) for i, part in enumerate(parts))
+
+
+def _clean_markup(text: str) -> str:
+    """:func:`clean_rst_inline` on text without inline literals."""
+    escaped: list[str] = []  # escaped characters, hidden from the markup patterns until the end
+
+    def hide(match: re.Match) -> str:
+        char = match.group(1)
+        if not char or char.isspace():
+            return ""
+        escaped.append(char)
+        return chr(_HIDDEN + len(escaped) - 1)
+
+    text = _ESCAPE.sub(hide, text)
     text = _PEP.sub(lambda m: f"{m.group(1).upper()} {m.group(2)}", text)
     text = _ROLE.sub(_role_text, text)
     text = _LINK.sub(r"\1", text)
     text = _REF.sub(r"\1", text)
-    text = _LITERAL.sub(r"\1", text)
     text = _EMPHASIS.sub(r"\1", text)
     text = _SUBST.sub(r"\1", text)
     text = _FOOTNOTE.sub("", text)
-    return text.replace("\\ ", "").replace("\\", "")
+    for i, char in enumerate(escaped):
+        text = text.replace(chr(_HIDDEN + i), char)
+    return text
 
 
 def clean_rst_title(text: str) -> str:
