@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chunking import chunk_text
-from .extract import ExtractionError, extract
+from .extract import ExtractionError, extract, section_at
 from .ids import file_hash, point_id
 from .store import Point
 from .store.payload import make_payload
@@ -58,6 +58,7 @@ class DocumentPreparer:
                     page_content=chunk.text, source=source, root=str(entry.root), chunk_index=i,
                     chunk_count=len(chunks), start=chunk.start, end=chunk.end, title=doc.title,
                     file_type=doc.file_type, mtime=entry.mtime, content_hash=parsed.content_hash,
+                    section=section_at(doc.headings, chunk.start, chunk.end, doc.title),
                 ))
                 for i, chunk in enumerate(chunks)
             ]

@@ -40,6 +40,11 @@ class SearchResult:
     def title(self) -> str:
         return self.metadata.get("title") or self.source.rsplit("/", 1)[-1]
 
+    @property
+    def section(self) -> str:
+        """The chunk's heading path in its document ("More on Lists › Sets"; "" when none)."""
+        return self.metadata.get("section") or ""
+
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": self.score, "id": self.id, "text": self.text,
                 "metadata": self.metadata}

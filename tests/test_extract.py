@@ -465,6 +465,54 @@ def test_rst_inline_literals_keep_their_backslashes_and_escapes_resolve() -> Non
     assert clean_rst_inline(r"``*args`` and ``**kwargs``, :samp:`a\\b`") == r"*args and **kwargs, a\b"
 
 
+def _heading_lines(doc) -> list[tuple[int, str, str]]:
+    """(level, title, the text's line at the heading's offset) of each heading."""
+    return [(h.level, h.title, doc.text[h.offset:].split("\n", 1)[0]) for h in doc.headings]
+
+
+def test_rst_headings_are_found_with_docutils_levels(tmp_path: Path) -> None:
+    path = tmp_path / "structures.rst"
+    path.write_text(RST_PAGE + "\nThe :keyword:`!del` statement\n=============================\n\nDeleting.\n")
+    got = extract(path)
+    assert _heading_lines(got) == [(1, "Data Structures", "Data Structures"), (2, "More on Lists", "More on Lists"),
+                                   (2, "The del statement", "The del statement")]
+    # a literal block's "===" under a line of code is not a heading
+    path.write_text("Title\n=====\n\nExample::\n\n    x = 1\n    =====\n\nAfter.\n")
+    assert [h.title for h in extract(path).headings] == ["Title"]
+
+
+def test_markdown_headings_skip_fenced_code_and_front_matter(tmp_path: Path) -> None:
+    path = tmp_path / "notes.md"
+    path.write_text("---\ntitle: Notes\n---\n# Setup\n\nText.\n\n```sh\n# not a heading\n```\n\n"
+                    "Usage\n-----\n\n### Flags ###\n\nMore.\n")
+    assert _heading_lines(extract(path)) == [(1, "Setup", "# Setup"), (2, "Usage", "Usage"),
+                                             (3, "Flags", "### Flags ###")]
+
+
+def test_html_headings_are_the_h_tags(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text('<html><head><title>Lists — Docs</title></head><body><h1>Lists<a class="headerlink" '
+                    'href="#l">¶</a></h1><p>Intro.</p><h2>Sorting <code>list</code>s</h2><p>Use sort.</p>'
+                    '<h3>Keys</h3><p>key=len.</p></body></html>')
+    got = extract(path)
+    assert _heading_lines(got) == [(1, "Lists", "Lists"), (2, "Sorting lists", "Sorting lists"), (3, "Keys", "Keys")]
+
+
+def test_a_chunk_gets_the_heading_path_it_is_in() -> None:
+    from indexer.extract import section_at
+    from indexer.extract.outline import locate
+
+    text = "Lists\n\nIntro.\n\nSorting\n\nUse sort.\n\nKeys\n\nkey=len.\n\nSets\n\nUnique."
+    heads = locate(text, [(1, "Lists", "Lists"), (2, "Sorting", "Sorting"), (3, "Keys", "Keys"), (2, "Sets", "Sets")])
+    keys, sets = text.index("key=len"), text.index("Sets")
+    assert section_at(heads, keys, keys + 7) == "Lists › Sorting › Keys"
+    assert section_at(heads, keys, keys + 7, title="Lists — Python docs") == "Sorting › Keys"  # the title's own
+    assert section_at(heads, sets - 12, sets + 20) == "Lists › Sets"      # a heading early in the chunk wins
+    intro = text.index("Intro")  # Sorting and Keys both begin in the chunk's first half: the first one
+    assert section_at(heads, intro, len(text)) == "Lists › Sorting"
+    assert section_at(heads, 0, 3) == "Lists" and section_at((), 0, 10) == ""
+
+
 def test_html_drops_sphinx_permalinks_and_sidebars(tmp_path: Path) -> None:
     path = tmp_path / "page.html"
     path.write_text('<html><body><div class="related" role="navigation"><a href="#">next</a></div>'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +232,25 @@ def test_cli_index_search_status(rag_env, corpus, capsys, monkeypatch):
     status = json.loads(capsys.readouterr().out)
     assert status["collections"][0]["points"] > 0
     assert status["collections"][0]["fingerprint"]["model"].endswith("all-MiniLM-L6-v2")
+
+
+def test_results_carry_the_section_they_are_in(rag_env, capsys):
+    """Each chunk's heading path (reST and HTML here) is stored and shown after the title."""
+    samples = Path(__file__).parents[1] / "samples"
+    folder = rag_env / "docs"
+    folder.mkdir()
+    for name in ("python-tutorial/datastructures.rst", "python-howto/sorting.html"):
+        shutil.copy(samples / name, folder)
+    assert main(["index", str(folder), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["search", "transpose a matrix with a list comprehension", "--json", "-k", "1"]) == 0
+    top = json.loads(capsys.readouterr().out)["results"][0]["metadata"]
+    assert top["title"] == "Data Structures" and top["section"].startswith("More on Lists › ")
+    assert top["section"].endswith("List Comprehensions")
+    assert main(["search", "sort by a key function", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Sorting HOW TO — Python 3.11.2 documentation › " in out  # the page's own h1 is not repeated
+    assert "› Sorting HOW TO ›" not in out
 
 
 def test_cli_errors_are_actionable(rag_env, corpus, capsys):

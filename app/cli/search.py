@@ -148,7 +148,8 @@ def cmd_search(args, settings: Settings) -> int:
     for r in response.results:
         meta = r.metadata
         lines = "".join(f"\n     {line}" for line in snippet(r.text))
-        print(f"{r.rank:>3}. {r.score:.4f}  {r.title}\n     {r.source} "
+        section = f" › {r.section}" if r.section else ""
+        print(f"{r.rank:>3}. {r.score:.4f}  {r.title}{section}\n     {r.source} "
               f"[chunk {meta.get('chunk_index', 0) + 1}/{meta.get('chunk_count', 1)}, "
               f"chars {meta.get('start')}-{meta.get('end')}]{lines}")
     return EXIT_OK

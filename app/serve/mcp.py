@@ -62,7 +62,7 @@ class LocalBackend:
 def _hit(r: dict) -> dict:
     md = r.get("metadata") or {}
     return {"rank": r["rank"], "score": round(float(r["score"]), 4), "source": md.get("source"),
-            "title": md.get("title"),
+            "title": md.get("title"), "section": md.get("section") or "",
             "location": {"chunk": md.get("chunk_index", 0) + 1, "chunks": md.get("chunk_count", 1),
                          "start": md.get("start"), "end": md.get("end")},
             "text": r["text"]}

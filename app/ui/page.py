@@ -48,6 +48,7 @@ SCORE_HELP = {
 CSS = """<style>
 .hit-head {display:flex; justify-content:space-between; gap:1rem; align-items:baseline}
 .hit-title {font-weight:600; font-size:1.05rem}
+.hit-section {font-weight:400; color:#374151}
 .hit-score {color:#6b7280; font-size:.85rem; font-family:monospace; white-space:nowrap}
 .hit-source {color:#6b7280; font-size:.8rem; word-break:break-all; margin:.1rem 0 .4rem}
 .hit-text {white-space:pre-wrap; line-height:1.5; font-size:.92rem}
@@ -175,14 +176,16 @@ def query_options(service: SearchService, collection: str, available: bool, sett
 
 
 def render_hit(service: SearchService, collection: str, query: str, r, score_kind: str) -> None:
-    """One result: rank, score (labelled with what it is), title, source, highlighted chunk, context
-    and preview toggles."""
+    """One result: rank, score (labelled with what it is), title and section, source, highlighted
+    chunk, context and preview toggles."""
     meta = r.metadata
     more = bool(st.session_state.get(f"ctx_{r.id}"))   # with its context the whole chunk is shown
     text = r.text if more else card_snippet(r.text, query_terms(query), mid_file=meta.get("chunk_index", 0) > 0)
+    section = f'<span class="hit-section"> › {html.escape(r.section)}</span>' if r.section else ""
     with st.container(border=True, key=f"hit-{r.rank}"):
         st.html(f'<div class="hit"><div class="hit-head"><span class="hit-title">{r.rank}. '
-                f'{html.escape(r.title)}</span><span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
+                f'{html.escape(r.title)}{section}</span>'
+                f'<span class="hit-score" title="{html.escape(SCORE_HELP[score_kind])}">'
                 f'{score_kind} {r.score:.4f}</span></div>'
                 f'<div class="hit-source">{html.escape(r.source)} · chunk {meta.get("chunk_index", 0) + 1}'
                 f'/{meta.get("chunk_count", 1)} · {html.escape(meta.get("file_type", ""))}</div>'

@@ -18,6 +18,7 @@ from pathlib import Path
 from .base import Extracted, ExtractionError
 from .markup import _extract_html, html_to_text
 from .office import _extract_docx
+from .outline import Heading, locate, section_at
 from .pdf import _extract_pdf
 from .tabular import _extract_csv, _extract_json, csv_to_text
 from .text import (
@@ -97,7 +98,7 @@ def extract(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Extracted:
         suffix = ".rst"  # Sphinx's published sources (_sources/*.rst.txt) are reST
     file_type = _FILE_TYPE_ALIASES.get(suffix[1:], suffix[1:])
     parser = _parser_for(suffix)
-    text, title = parser(path, data)
+    text, title, *heads = parser(path, data)  # reST, Markdown and HTML also report their headings
     text = _normalize_newlines(text).strip("\n")
     if not text.strip():
         if suffix == ".pdf":
@@ -105,7 +106,7 @@ def extract(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Extracted:
         reason = "file is empty" if not data else "no extractable text"
         raise ExtractionError(path, reason)
     title = _clean_title(title) or path.name
-    return Extracted(text=text, title=title, file_type=file_type)
+    return Extracted(text=text, title=title, file_type=file_type, headings=locate(text, heads[0] if heads else ()))
 
 
 def is_rst_source(path: Path) -> bool:
@@ -114,7 +115,7 @@ def is_rst_source(path: Path) -> bool:
     return name.endswith(".rst") or name.endswith(".rst.txt")
 
 
-def _parser_for(suffix: str) -> Callable[[Path, bytes], tuple[str, str]]:
+def _parser_for(suffix: str) -> Callable[[Path, bytes], tuple]:
     if suffix == ".pdf":
         return _extract_pdf
     if suffix == ".docx":
@@ -175,6 +176,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "Extracted",
     "ExtractionError",
+    "Heading",
     "csv_to_text",
     "decode_bytes",
     "extract",
@@ -184,4 +186,5 @@ __all__ = [
     "looks_binary",
     "markdown_title",
     "rst_title",
+    "section_at",
 ]

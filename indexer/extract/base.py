@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .outline import Heading
+
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """The result of extracting one file."""
+    """The result of extracting one file: its text, title, type and (reST, Markdown, HTML) the
+    headings found in the text (:mod:`indexer.extract.outline`)."""
 
     text: str
     title: str
     file_type: str
+    headings: tuple[Heading, ...] = ()
 
 
 class ExtractionError(Exception):

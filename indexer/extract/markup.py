@@ -20,14 +20,14 @@ _HTML_BLOCKS = frozenset(
 )  # fmt: skip
 
 
-def _extract_html(path: Path, data: bytes) -> tuple[str, str]:
+def _extract_html(path: Path, data: bytes) -> tuple[str, str, list[tuple[int, str, str]]]:
     if looks_binary(data):
         raise ExtractionError(path, "binary content (NUL bytes); it is not an HTML file")
     try:
         markup: str | bytes = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         markup = data  # let BeautifulSoup honour <meta charset> / sniff the encoding
-    return html_to_text(markup)
+    return html_document(markup)
 
 
 def html_to_text(markup: str | bytes) -> tuple[str, str]:
@@ -37,6 +37,12 @@ def html_to_text(markup: str | bytes) -> tuple[str, str]:
     separated by blank lines; ``<br>`` becomes a line break; ``<pre>`` keeps its layout.
     The title is ``<title>``, else the first ``<h1>``, else ``""``.
     """
+    text, title, _ = html_document(markup)
+    return text, title
+
+
+def html_document(markup: str | bytes) -> tuple[str, str, list[tuple[int, str, str]]]:
+    """:func:`html_to_text` and the headings (``<h1>``-``<h6>``) as ``(level, title, line)``."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(markup, _html_parser())
@@ -46,8 +52,11 @@ def html_to_text(markup: str | bytes) -> tuple[str, str]:
     if not title:
         h1 = soup.find("h1")
         title = h1.get_text(" ", strip=True) if h1 is not None else ""
-    return "\n\n".join(_html_blocks(soup)), title
+    heads: list[tuple[int, str, str]] = []
+    return "\n\n".join(_html_blocks(soup, heads)), title, heads
 
+
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
 #: Page furniture that is not the document: Sphinx's heading permalinks (the "¶" after every
 #: heading), its sidebars and relation bars, and anything marked as navigation or search.
@@ -68,8 +77,9 @@ def _html_parser() -> str:
     return "lxml"
 
 
-def _html_blocks(root) -> list[str]:
-    """Walk the tree iteratively (deep documents must not hit the recursion limit)."""
+def _html_blocks(root, heads: list[tuple[int, str, str]]) -> list[str]:
+    """Walk the tree iteratively (deep documents must not hit the recursion limit); each heading's
+    block is appended to ``heads`` as ``(level, title, line)``."""
     from bs4.element import NavigableString, PreformattedString, Tag
 
     blocks: list[str] = []
@@ -90,8 +100,12 @@ def _html_blocks(root) -> list[str]:
             node = next(stack[-1])
         except StopIteration:
             stack.pop()
-            if closers.pop() is not None:
+            closer = closers.pop()
+            if closer is not None:
+                before = len(blocks)
                 flush()
+                if closer in _HEADINGS and len(blocks) > before and "\n" not in blocks[-1]:
+                    heads.append((int(closer[1]), blocks[-1], blocks[-1]))
             continue
         if isinstance(node, Tag):
             name = (node.name or "").lower()

@@ -95,12 +95,21 @@ def _role_text(match: re.Match) -> str:
 
 def rst_to_text(text: str) -> str:
     """The readable text of a reST document (see the module docstring); line structure is kept."""
+    return rst_document(text)[0]
+
+
+def rst_document(text: str) -> tuple[str, list[tuple[int, str, str]]]:
+    """:func:`rst_to_text` and the section headings, ``(level, title, line)`` in document order
+    (levels by the order in which the adornment styles first appear, as docutils numbers them)."""
     out: list[str] = []
+    heads: list[tuple[int, str, str]] = []
+    styles: dict[tuple[str, bool], int] = {}  # (adornment character, overlined) -> level
+    lines = text.splitlines()
     literal_indent: int | None = None     # inside a literal block indented deeper than this
     skip_indent: int | None = None        # inside a dropped directive's body (comments, toctree...)
     pending_literal = False               # the previous paragraph ended with "::"
     after_directive = False               # option lines ("   :noindex:") may follow
-    for line in text.splitlines():
+    for n, line in enumerate(lines):
         stripped = line.strip()
         indent = len(line) - len(line.lstrip())
         if after_directive and stripped and _OPTION.match(line):
@@ -141,7 +150,16 @@ def rst_to_text(text: str) -> str:
                 skip_indent = base                                        # comments, toctree, index ...
             after_directive = True
             continue
-        if _TARGET.match(stripped) or _ADORNMENT.match(stripped):
+        if _ADORNMENT.match(stripped):
+            title = lines[n - 1].strip() if n else ""
+            if title and not _ADORNMENT.match(title) and len(stripped) >= len(title) and out \
+                    and out[-1] == clean_rst_inline(lines[n - 1]):  # an underline: the title was text
+                over = lines[n - 2].strip() if n > 1 else ""
+                overlined = over[:1] == stripped[0] and bool(_ADORNMENT.match(over))
+                level = styles.setdefault((stripped[0], overlined), len(styles) + 1)
+                heads.append((level, clean_rst_title(title), out[-1]))
+            continue
+        if _TARGET.match(stripped):
             continue
         if stripped == "::":
             pending_literal = True
@@ -150,7 +168,7 @@ def rst_to_text(text: str) -> str:
             pending_literal = True
             line = line.rstrip()[:-1]                                     # "Example::" -> "Example:"
         out.append(clean_rst_inline(line))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip() + "\n", heads
 
 
 def _indent_of_last(lines: list[str]) -> int:

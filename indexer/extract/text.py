@@ -166,6 +166,37 @@ def markdown_title(text: str) -> str:
     return first_line_title(text)
 
 
+_ATX_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_SETEXT_LINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def markdown_headings(text: str) -> list[tuple[int, str, str]]:
+    """The headings of a Markdown text as ``(level, title, line)``: ``#`` lines and underlined
+    (``===``, ``---``) ones, outside fenced code."""
+    heads: list[tuple[int, str, str]] = []
+    fence = ""
+    lines = text.splitlines()
+    front = _FRONT_MATTER.match(text)
+    skip = front.group(0).count("\n") + 1 if front else 0  # front matter's lines, its "---" included
+    for n, line in enumerate(lines):
+        if n < skip:
+            continue
+        opener = _FENCE.match(line)
+        if opener:
+            fence = "" if fence == opener.group(1) else fence or opener.group(1)
+            continue
+        if fence:
+            continue
+        atx = _ATX_LINE.match(line)
+        if atx:
+            heads.append((len(atx.group(1)), atx.group(2), line))
+        elif n + 1 < len(lines) and line.strip() and _SETEXT_LINE.match(lines[n + 1]) \
+                and not _SETEXT_LINE.match(line):
+            heads.append((1 if lines[n + 1].strip()[0] == "=" else 2, line.strip(), line))
+    return heads
+
+
 def rst_title(text: str) -> str:
     """Title of a reStructuredText text: first adorned section title, else first line."""
     match = _RST_TITLE.search(text)
@@ -182,16 +213,17 @@ def _extract_plain(path: Path, data: bytes) -> tuple[str, str]:
     return text, first_line_title(text)
 
 
-def _extract_markdown(path: Path, data: bytes) -> tuple[str, str]:
+def _extract_markdown(path: Path, data: bytes) -> tuple[str, str, list[tuple[int, str, str]]]:
     text = _decode_text_file(path, data)
-    return text, markdown_title(text)
+    return text, markdown_title(text), markdown_headings(text)
 
 
-def _extract_rst(path: Path, data: bytes) -> tuple[str, str]:
-    from .rst import rst_to_text
+def _extract_rst(path: Path, data: bytes) -> tuple[str, str, list[tuple[int, str, str]]]:
+    from .rst import rst_document
 
     text = _decode_text_file(path, data)
-    return rst_to_text(text), rst_title(text)
+    body, heads = rst_document(text)
+    return body, rst_title(text), heads
 
 
 def _extract_code(path: Path, data: bytes) -> tuple[str, str]:

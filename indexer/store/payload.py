@@ -14,6 +14,7 @@ collection written by the indexer can be opened from LangChain as-is::
         "start":        int,     # character offset of the chunk in the extracted text
         "end":          int,     # end offset (exclusive)
         "title":        str,     # document title (or file name when there is none)
+        "section":      str,     # heading path of the chunk ("More on Lists › Sets"; "" when none)
         "file_type":    str,     # lower-case extension without dot: "pdf", "md", "txt", ...
         "mtime":        float,   # file modification time, epoch seconds
         "content_hash": str,     # sha256 hex digest of the file bytes (change detection)
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import os
 from pathlib import PurePath
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from indexer.ids import point_id
 
@@ -67,6 +68,7 @@ class ChunkMetadata(TypedDict):
     start: int
     end: int
     title: str
+    section: NotRequired[str]  # absent in collections indexed before sections were recorded
     file_type: str
     mtime: float
     content_hash: str
@@ -122,6 +124,7 @@ def make_payload(
     file_type: str,
     mtime: float,
     content_hash: str,
+    section: str = "",
 ) -> ChunkPayload:
     """Build a payload following the contract in this module's docstring.
 
@@ -143,6 +146,7 @@ def make_payload(
         "start": int(start),
         "end": int(end),
         "title": title,
+        "section": section,
         "file_type": normalize_file_type(file_type),
         "mtime": float(mtime),
         "content_hash": content_hash,
