@@ -97,6 +97,7 @@ def test_search_in_a_real_browser(tmp_path, default_embedder, sync_playwright):
                 top = page.locator(".st-key-hit-1")
                 expect(top).to_contain_text("venv.rst", timeout=60_000)
                 expect(top.locator("mark").first).to_be_visible()
+                expect(top.locator(".hit-section")).to_contain_text("› ")  # the section, after the title
                 expect(page.get_by_text("results in")).to_contain_text(" ms")
                 # results render one after another: wait for the last expected one before counting
                 expect(page.locator(f".st-key-hit-{len(SAMPLES)}")).to_be_visible(timeout=30_000)
