@@ -295,6 +295,20 @@ def test_docx_paragraphs_and_tables_in_order(tmp_path: Path) -> None:
     ]
 
 
+def test_docx_headings_are_its_heading_styles(tmp_path: Path) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Guide", level=0)  # the "Title" style: a title, not a section
+    document.add_heading("Install", level=1)
+    document.add_paragraph("Run the installer.")
+    document.add_heading("On Linux", level=2)
+    document.add_paragraph("Use the package.")
+    document.save(str(tmp_path / "guide.docx"))
+    got = extract(tmp_path / "guide.docx")
+    assert _heading_lines(got) == [(1, "Install", "Install"), (2, "On Linux", "On Linux")]
+
+
 def test_docx_title_falls_back_to_first_heading(tmp_path: Path) -> None:
     path = make_docx(tmp_path / "untitled.docx", title="")
     assert extract(path).title == "Quarterly Report"

@@ -98,7 +98,7 @@ def extract(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Extracted:
         suffix = ".rst"  # Sphinx's published sources (_sources/*.rst.txt) are reST
     file_type = _FILE_TYPE_ALIASES.get(suffix[1:], suffix[1:])
     parser = _parser_for(suffix)
-    text, title, *heads = parser(path, data)  # reST, Markdown and HTML also report their headings
+    text, title, *heads = parser(path, data)  # reST, Markdown, HTML, DOCX: also their headings
     text = _normalize_newlines(text).strip("\n")
     if not text.strip():
         if suffix == ".pdf":

@@ -10,7 +10,7 @@ from .outline import Heading
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """The result of extracting one file: its text, title, type and (reST, Markdown, HTML) the
+    """The result of extracting one file: its text, title, type and (reST, Markdown, HTML, DOCX) the
     headings found in the text (:mod:`indexer.extract.outline`)."""
 
     text: str

@@ -9,7 +9,7 @@ from .base import ExtractionError
 from .text import first_line_title
 
 
-def _extract_docx(path: Path, data: bytes) -> tuple[str, str]:
+def _extract_docx(path: Path, data: bytes) -> tuple[str, str, list[tuple[int, str, str]]]:
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -23,6 +23,7 @@ def _extract_docx(path: Path, data: bytes) -> tuple[str, str]:
 
     blocks: list[str] = []
     heading = ""
+    heads: list[tuple[int, str, str]] = []  # (level, title, line) of "Heading N" paragraphs
     try:
         for item in document.iter_inner_content():
             if isinstance(item, Paragraph):
@@ -30,8 +31,12 @@ def _extract_docx(path: Path, data: bytes) -> tuple[str, str]:
                 if not text:
                     continue
                 blocks.append(text)
-                if not heading and _is_heading_style(item):
+                style = _heading_style(item)
+                if not heading and style:
                     heading = text
+                level = style.removeprefix("Heading").strip()
+                if level.isdigit() and "\n" not in text:
+                    heads.append((int(level), text, text))
             elif isinstance(item, Table):
                 table_text = _docx_table_text(item)
                 if table_text:
@@ -44,15 +49,16 @@ def _extract_docx(path: Path, data: bytes) -> tuple[str, str]:
     except Exception:  # noqa: BLE001
         core_title = ""
     text = "\n\n".join(blocks)
-    return text, core_title.strip() or heading or first_line_title(text)
+    return text, core_title.strip() or heading or first_line_title(text), heads
 
 
-def _is_heading_style(paragraph) -> bool:
+def _heading_style(paragraph) -> str:
+    """The paragraph's style name when it is a title or heading style ("Title", "Heading 2"), else ""."""
     try:
         name = (paragraph.style.name or "") if paragraph.style is not None else ""
     except Exception:  # noqa: BLE001 - dangling style references
-        return False
-    return name == "Title" or name.startswith("Heading")
+        return ""
+    return name if name == "Title" or name.startswith("Heading") else ""
 
 
 def _docx_table_text(table) -> str:

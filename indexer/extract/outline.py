@@ -1,6 +1,6 @@
 """Where a document's headings are in its extracted text, and the section a chunk is in.
 
-The reST, Markdown and HTML parsers report their headings as ``(level, title, line)`` in
+The reST, Markdown, HTML and DOCX parsers report their headings as ``(level, title, line)`` in
 document order (``line``: the heading's line as the text has it, ``"## Sorting"`` in Markdown);
 :func:`locate` finds each line in the final text (after the newline clean-up), and
 :func:`section_at` gives a chunk its heading path, shown with each search result::
