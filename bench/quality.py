@@ -140,7 +140,8 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
     if args.docs_only:
         return
     size, overlap = chunk_sizes(embedder.info, args.chunk_tokens, args.chunk_overlap)
-    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap)
+    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap,
+                            header=chunk_header(dataset, args.chunk_context))
     cids = list(chunked.chunks.corpus)
     ctexts = [chunked.chunks.document(c) for c in cids]
     cvecs = cached("chunk", embedder, ctexts, embedder.embed_documents)
@@ -168,6 +169,30 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
                      for q in qids}
             fusion_rows.append({"set": dataset.name, "model": name, "k": k, "w_dense": wd, "w_sparse": ws,
                                 **score(chunked.pool(fused), dataset.qrels)})
+
+
+def chunk_header(dataset, context: str):
+    """What goes before each chunk's text (``--chunk-context``): nothing, the document title, or the
+    title and the chunk's section (the headings of the set's HTML pages, as `rag index` stores them)."""
+    if context == "none":
+        return None
+    if context == "title":
+        return lambda doc_id, title, chunk: title
+    if not dataset.name.startswith("python-synopsis"):
+        raise SystemExit(f"--chunk-context section: {dataset.name}'s queries are section titles, so a "
+                         "section header would put each query in its answer; use it on python-synopsis")
+    from evaluation.docsets import PYTHON_DOCS
+    from indexer.extract import extract, section_at
+
+    headings = {}
+
+    def title_and_section(doc_id, title, chunk):
+        if doc_id not in headings:
+            headings[doc_id] = extract(PYTHON_DOCS / doc_id).headings
+        section = section_at(headings[doc_id], chunk.start, chunk.end, title)
+        return f"{title} › {section}" if section else title
+
+    return title_and_section
 
 
 def doc_vectors(name: str, dataset, args):
@@ -222,6 +247,9 @@ def main() -> None:
     ap.add_argument("--chunk-tokens", type=int, default=256)
     ap.add_argument("--chunk-overlap", type=int, default=32)
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    ap.add_argument("--chunk-context", choices=["none", "title", "section"], default="none",
+                    help="before each chunk's text (embedded and BM25): nothing (as `rag index` stores chunks), "
+                         "the document title, or the title and the chunk's section (python-synopsis only)")
     ap.add_argument("--docs-only", action="store_true", help="only the whole-document arms (no chunks)")
     ap.add_argument("--quick", action="store_true", help="small subsets (smoke test)")
     ap.add_argument("--rerank", default="", help="BASE>RERANKER pairs, comma-separated: whole-document "
@@ -232,7 +260,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    start = header("search quality on real documentation", sets=args.sets, models=args.models)
+    start = header("search quality on real documentation", sets=args.sets, models=args.models,
+                   chunk_context=args.chunk_context)
     rows: list[dict] = []
     fusion_rows: list[dict] = []
     for set_name in args.sets.split(","):

@@ -9,11 +9,11 @@ cached rankings and then checked against the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from evaluation.beir import BeirDataset
-from indexer.chunking import chunk_text
+from indexer.chunking import Chunk, chunk_text
 
 Rankings = dict[str, list[str]]
 #: Separates a document id from its chunk number in a chunked dataset's ids.
@@ -33,17 +33,18 @@ class ChunkedDataset:
 
 
 def chunk_dataset(dataset: BeirDataset, tokenizer, chunk_tokens: int = 256, overlap: int = 32,
-                  title_in_chunk: bool = False) -> ChunkedDataset:
+                  header: Callable[[str, str, Chunk], str] | None = None) -> ChunkedDataset:
     """Cut each document of ``dataset`` with the indexer's own chunker (same tokenizer and sizes).
 
-    ``title_in_chunk`` starts every chunk with the document title (a contextual chunk header).
+    ``header(doc_id, title, chunk)``, when given, is put before each chunk's text (a contextual
+    chunk header: the document title, its section); without it a chunk is its text alone.
     """
     corpus: dict[str, tuple[str, str]] = {}
     doc_of: dict[str, str] = {}
     for doc_id, (title, text) in dataset.corpus.items():
         for i, chunk in enumerate(chunk_text(text, tokenizer, chunk_tokens, overlap)):
             cid = f"{doc_id}{CHUNK_SEP}{i}"
-            corpus[cid] = (title if title_in_chunk else "", chunk.text)
+            corpus[cid] = (header(doc_id, title, chunk) if header else "", chunk.text)
             doc_of[cid] = doc_id
     chunks_of: dict[str, list[str]] = {}
     for cid, doc_id in doc_of.items():

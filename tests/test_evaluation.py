@@ -130,6 +130,13 @@ def test_chunk_dataset_marks_every_chunk_of_a_relevant_document(default_embedder
     assert len(d_chunks) > 3
     assert set(chunked.chunks.qrels["q"]) == set(d_chunks)
     assert all(default_embedder.count_tokens(chunked.chunks.corpus[c][1]) <= 64 for c in d_chunks)
+    assert all(chunked.chunks.corpus[c][0] == "" for c in d_chunks)  # no header unless asked
+    # a contextual header: what the header function returns starts each chunk's document text
+    headed = chunk_dataset(ds, default_embedder.tokenizer, 64, 8,
+                           header=lambda doc_id, title, chunk: f"{doc_id} @ {chunk.start}")
+    for c, d in headed.doc_of.items():
+        start = text.index(headed.chunks.corpus[c][1]) if d == "d" else 0
+        assert headed.chunks.document(c).startswith(f"{d} @ {start} ")
 
 
 @pytest.mark.slow
