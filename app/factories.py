@@ -39,7 +39,7 @@ def check_model(settings: Settings, store: VectorStore, *, recreate: bool = Fals
         return None
     info = describe_model(settings.embedder_config())
     check_compatible(settings.collection, meta, info.fingerprint,
-                     chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap))
+                     chunk_sizes(info, settings.chunk_tokens, settings.chunk_overlap), settings.chunk_context)
     return info
 
 
@@ -61,7 +61,8 @@ def index_settings(settings: Settings) -> IndexSettings:
     from indexer.pipeline import IndexSettings
 
     return IndexSettings(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
-                         max_bytes=int(settings.max_file_mb * 1024 * 1024), parse_workers=settings.parse_workers)
+                         max_bytes=int(settings.max_file_mb * 1024 * 1024), parse_workers=settings.parse_workers,
+                         chunk_context=settings.chunk_context)
 
 
 def build_indexer(settings: Settings, store: VectorStore, embedder: Embedder | None = None, *,

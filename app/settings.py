@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # indexer
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
+    chunk_context: Literal["title", "none"] | None = Field(
+        None, description="before each chunk where it is embedded and BM25-indexed: the document title, or "
+                          "nothing; unset = what the collection was indexed with (title for a new one)")
     max_file_mb: float = Field(50.0, gt=0)
     workers: int = Field(1, ge=1, description="embedding workers; above 1 the run goes through Ray")
     parse_workers: int | None = Field(None, ge=0, description="processes parsing files for `rag index`; "

@@ -38,7 +38,7 @@ from evaluation.beir import load_beir, write_beir
 from evaluation.dense import exact_top_k
 from evaluation.docsets import SETS, build
 from evaluation.engine import EvalCollection
-from evaluation.metrics import compute_metrics
+from evaluation.metrics import compute_metrics, paired_comparison, per_query_metrics
 from evaluation.rankings import chunk_dataset, fuse_rrf
 from indexer.store import EdgeStore
 
@@ -122,6 +122,8 @@ def evaluate_model(name: str, dataset, args, rows: list[dict], fusion_rows: list
     def row(arm: str, rankings, **extra) -> dict:
         r = {"set": dataset.name, "model": name, "arm": arm, **score(rankings, dataset.qrels), **extra}
         rows.append(r)
+        per_query = per_query_metrics(rankings, dataset.qrels, ["mrr@10"])
+        r["per_query_mrr@10"] = {q: v["mrr@10"] for q, v in per_query.items()}  # for --compare
         print("  " + "  ".join(f"{k}={v}" for k, v in r.items() if k not in ("set", "model")), flush=True)
         return r
 
@@ -239,6 +241,25 @@ def rerank_arms(dataset, base: str, reranker: str, args, rows: list[dict]) -> No
                              **score(ranked, dataset.qrels)})
 
 
+def compare(before_file: Path, after_file: Path) -> None:
+    """Per arm of two runs' ``--json`` files: MRR@10 before and after, and the paired test over the
+    same queries."""
+    def arms(path: Path) -> dict:
+        return {(r["set"], r["model"], r["arm"]): r for r in json.loads(path.read_text())["rows"]
+                if "per_query_mrr@10" in r}
+
+    before, after = arms(before_file), arms(after_file)
+    rows = []
+    for key in [k for k in before if k in after]:
+        a, b = before[key]["per_query_mrr@10"], after[key]["per_query_mrr@10"]
+        test = paired_comparison(a, b)
+        rows.append({"set": key[0], "model": key[1], "arm": key[2], "before": before[key]["mrr@10"],
+                     "after": after[key]["mrr@10"], "delta": test["delta"], "ci95": str(test["ci95"]),
+                     "p": test["p_value"], "better": test["better"], "worse": test["worse"]})
+    print(f"# MRR@10, {before_file.name} -> {after_file.name}, paired over the same queries")
+    table(rows, ["set", "model", "arm", "before", "after", "delta", "ci95", "p", "better", "worse"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(SETS))
@@ -254,8 +275,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small subsets (smoke test)")
     ap.add_argument("--rerank", default="", help="BASE>RERANKER pairs, comma-separated: whole-document "
                     "reranking arms (e.g. default>all-mpnet-base-v2)")
-    ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--json", type=Path, help="also write the rows (with per-query MRR@10) to this file")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                    help="compare two --json files arm by arm, query by query (paired permutation test), then exit")
     args = ap.parse_args()
+    if args.compare:
+        return compare(*args.compare)
     quiet_transformers()
     import torch
 
@@ -284,7 +309,8 @@ def main() -> None:
             base, reranker = pair.split(">")
             print(f"== {dataset.name} / {base} reranked by {reranker}", flush=True)
             rerank_arms(dataset, base, reranker, args, rows)
-    table(rows, ["set", "model", "arm", *METRICS, "ms_per_chunk"])
+    table([{k: v for k, v in r.items() if not k.startswith("per_query")} for r in rows],
+          ["set", "model", "arm", *METRICS, "ms_per_chunk"])
     print()
     table(sorted(fusion_rows, key=lambda r: (r["set"], r["model"], -r["mrr@10"])),
           ["set", "model", "k", "w_dense", "w_sparse", *METRICS])

@@ -20,6 +20,7 @@ from embedder import Embedder
 from evaluation.beir import BeirDataset
 from evaluation.dense import dense_rankings
 from evaluation.metrics import DEFAULT_METRICS, compute_metrics, per_query_metrics
+from indexer.collection import DEFAULT_CHUNK_CONTEXT
 from indexer.pipeline import chunk_sizes
 from indexer.rerank import Reranker
 from indexer.store import MODES, EdgeStore, VectorStore
@@ -63,7 +64,7 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
              task: str | None = None, instruction: str | None = None,
              metrics: tuple[str, ...] = DEFAULT_METRICS, dense_via_store: bool = False,
              chunks: tuple[int, int] | None = None, reranker: Reranker | None = None,
-             per_query: bool = False) -> dict[str, Any]:
+             per_query: bool = False, chunk_context: str = DEFAULT_CHUNK_CONTEXT) -> dict[str, Any]:
     """Evaluate retrieval with ``mode`` on ``dataset``; the dict ``rag eval --json`` prints.
 
     ``mode="dense"`` searches in numpy unless ``dense_via_store``; sparse and hybrid (and dense
@@ -90,7 +91,7 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
     start = time.perf_counter()
     if chunks is not None:
         rankings = _chunk_rankings(embedder, dataset, mode, chunks, store_factory, k, task, instruction,
-                                   reranker)
+                                   reranker, chunk_context)
     elif mode == "dense" and not dense_via_store:
         if embedder is None:
             raise ValueError("mode 'dense' needs an embedder; pass one, or use mode='sparse'.")
@@ -126,11 +127,14 @@ def run_eval(embedder: Embedder | None, dataset: BeirDataset, mode: str = "dense
 
 def _chunk_rankings(embedder: Embedder | None, dataset: BeirDataset, mode: str, chunks: tuple[int, int],
                     store_factory: Callable[[Path], VectorStore] | None, k: int, task: str | None,
-                    instruction: str | None, reranker: Reranker | None = None) -> dict[str, list[str]]:
+                    instruction: str | None, reranker: Reranker | None = None,
+                    chunk_context: str = DEFAULT_CHUNK_CONTEXT) -> dict[str, list[str]]:
     if embedder is None:
         raise ValueError("chunked evaluation cuts documents with the embedder's tokenizer; pass the embedder.")
     size, overlap = chunk_sizes(embedder.info, *chunks)
-    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap)
+    # each chunk embedded as `rag index` embeds it: after its document's title (chunk_context "title")
+    header = (lambda doc_id, title, chunk: title) if chunk_context == "title" else None
+    chunked = chunk_dataset(dataset, embedder.tokenizer, size, overlap, header=header)
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
         store = (store_factory or EdgeStore)(Path(tmp))
         try:

@@ -20,7 +20,9 @@ from embedder import Embedder
 from evaluation.beir import BeirDataset, load_beir, write_beir
 from evaluation.dense import dense_rankings
 from evaluation.metrics import mean_metrics, paired_comparison, per_query_metrics
+from indexer.collection import stored_chunk_context
 from indexer.jsonl import read_jsonl, write_jsonl
+from indexer.store.payload import embedded_text
 
 from .generate import LLM_TASKS, QUERY_TASKS, QueryGenerator, generate_queries
 from .plots import LOSS_PNG, SCATTER_PNG, before_after_plot, loss_plot
@@ -75,9 +77,12 @@ def _embed(embedder: Embedder, examples: list[Example], passages: dict[str, str]
 # -- steps ------------------------------------------------------------------------------------------
 def step_sample(workdir: Path, store, collection: str, n: int, *, seed: int = 0, min_words: int = 20) -> int:
     """Write ``n`` random chunks of ``collection`` in ``store`` (a :class:`~indexer.store.VectorStore`)
-    as the passages to write queries for, skipping chunks of fewer than ``min_words`` words."""
-    rows = [(pid, p.get("page_content", "")) for pid, p in store.iter_payloads(collection, ["page_content"])]
-    rows = [(pid, text) for pid, text in rows if len(text.split()) >= min_words]
+    as the passages to write queries for, skipping chunks of fewer than ``min_words`` words. A
+    passage is the text the collection embedded (after the title where its ``chunk_context`` says)."""
+    context = stored_chunk_context(store.collection_meta(collection) or {})
+    rows = [(pid, p.get("page_content", ""), (p.get("metadata") or {}).get("title") or "")
+            for pid, p in store.iter_payloads(collection, ["page_content", "metadata.title"])]
+    rows = [(pid, embedded_text(text, title, context)) for pid, text, title in rows if len(text.split()) >= min_words]
     if not rows:
         raise ValueError(f"Collection {collection!r} has no chunks of {min_words}+ words: index documents first.")
     random.Random(seed).shuffle(rows)

@@ -9,22 +9,35 @@ from embedder.config import model_setting
 
 from .store import CollectionMismatch
 
-__all__ = ["CollectionMismatch", "check_compatible", "collection_meta"]
+__all__ = ["DEFAULT_CHUNK_CONTEXT", "CollectionMismatch", "check_compatible", "collection_meta",
+           "stored_chunk_context"]
+
+#: What a new collection puts before each chunk where it is embedded (see store.payload.embedded_text).
+DEFAULT_CHUNK_CONTEXT = "title"
 
 
-def collection_meta(fingerprint: Fingerprint, chunk_tokens: int, chunk_overlap: int) -> dict:
+def collection_meta(fingerprint: Fingerprint, chunk_tokens: int, chunk_overlap: int,
+                    chunk_context: str = DEFAULT_CHUNK_CONTEXT) -> dict:
     """What a collection records about how its vectors were made."""
     return {
         "fingerprint": fingerprint.to_dict(),
         "fingerprint_key": fingerprint.key,
         "chunk_tokens": chunk_tokens,
         "chunk_overlap": chunk_overlap,
+        "chunk_context": chunk_context,
         "created": time.time(),
     }
 
 
-def check_compatible(name: str, meta: dict, fingerprint: Fingerprint, chunking: tuple[int, int] | None = None) -> None:
-    """Refuse an embedder (or chunking) other than the one that built collection ``name``."""
+def stored_chunk_context(meta: dict) -> str:
+    """What the collection's chunks were embedded with ("none" for collections from before the setting)."""
+    return meta.get("chunk_context", "none")
+
+
+def check_compatible(name: str, meta: dict, fingerprint: Fingerprint, chunking: tuple[int, int] | None = None,
+                     chunk_context: str | None = None) -> None:
+    """Refuse an embedder (or chunking, or a chunk context that is set) other than the one that built
+    collection ``name``."""
     stored = Fingerprint.from_dict(meta.get("fingerprint", {})) if meta.get("fingerprint") else None
     if stored is None:
         raise CollectionMismatch(
@@ -48,3 +61,9 @@ def check_compatible(name: str, meta: dict, fingerprint: Fingerprint, chunking: 
                 f"{tuple(chunking)}. Re-index with --recreate, or set RAG_CHUNK_TOKENS="
                 f"{stored_chunking[0]} RAG_CHUNK_OVERLAP={stored_chunking[1]}."
             )
+    stored_context = stored_chunk_context(meta)
+    if chunk_context is not None and chunk_context != stored_context:
+        raise CollectionMismatch(
+            f"Collection {name!r} was embedded with chunk_context={stored_context!r}, now {chunk_context!r}. "
+            f"Re-index with --recreate, or unset RAG_CHUNK_CONTEXT (or set it to {stored_context})."
+        )

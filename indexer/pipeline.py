@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from .collection import check_compatible, collection_meta
+from .collection import (
+    DEFAULT_CHUNK_CONTEXT,
+    check_compatible,
+    collection_meta,
+    stored_chunk_context,
+)
 from .embedding import EmbeddingStage, LocalEmbedding
 from .prepare import Chunker, DocumentPreparer, ParsedFile  # noqa: F401  (Chunker, ParsedFile: old homes)
 from .store import Point, VectorStore
@@ -108,6 +113,9 @@ class IndexSettings:
     embed_batch: int | None = None  # chunks per embedding call; None: by device (EMBED_BATCH)
     parse_ahead: int = 8            # files parsed ahead of the model (at least 2 per parse process)
     parse_workers: int | None = None  # parse processes; 0: threads; None: by device (indexer.parsing)
+    #: what goes before each chunk where it is embedded (store.payload.CHUNK_CONTEXTS); None: what
+    #: an existing collection was indexed with, "title" for a new one
+    chunk_context: str | None = None
 
 
 def chunk_sizes(info: ModelInfo, chunk_tokens: int, chunk_overlap: int) -> tuple[int, int]:
@@ -140,7 +148,8 @@ class Indexer:
         if self.chunk_tokens < settings.chunk_tokens:
             logger.info("chunk size lowered from %d to %d tokens to fit the model's max length",
                         settings.chunk_tokens, self.chunk_tokens)
-        self.preparer = DocumentPreparer(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes)
+        self.preparer = DocumentPreparer(info.tokenizer, self.chunk_tokens, self.chunk_overlap, settings.max_bytes,
+                                         settings.chunk_context or DEFAULT_CHUNK_CONTEXT)
 
     @property
     def embedder(self) -> Embedder | None:
@@ -161,7 +170,12 @@ class Indexer:
             self.store.drop_collection(self.collection)
             meta = None
         if meta is not None:
-            check_compatible(self.collection, meta, self.fingerprint, (self.chunk_tokens, self.chunk_overlap))
+            check_compatible(self.collection, meta, self.fingerprint, (self.chunk_tokens, self.chunk_overlap),
+                             self.settings.chunk_context)
+            # new chunks are embedded as the collection's are (unset: adopted; set: checked just above)
+            self.preparer = replace(self.preparer, chunk_context=stored_chunk_context(meta))
+        elif self.settings.chunk_context is None:
+            self.preparer = replace(self.preparer, chunk_context=DEFAULT_CHUNK_CONTEXT)
         return meta is not None
 
     def create_collection(self) -> None:
@@ -169,7 +183,8 @@ class Indexer:
         if self.open_collection():
             return
         fp = self.fingerprint
-        self.store.create_collection(self.collection, fp.dim, collection_meta(fp, self.chunk_tokens, self.chunk_overlap))
+        meta = collection_meta(fp, self.chunk_tokens, self.chunk_overlap, self.preparer.chunk_context)
+        self.store.create_collection(self.collection, fp.dim, meta)
 
     def stored_state(self) -> StoredFiles:
         """What the collection holds, per source file and content hash."""

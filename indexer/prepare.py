@@ -13,7 +13,7 @@ from .chunking import chunk_text
 from .extract import ExtractionError, extract, section_at
 from .ids import file_hash, point_id
 from .store import Point
-from .store.payload import make_payload
+from .store.payload import embedded_text, make_payload
 from .walk import FileEntry
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class DocumentPreparer:
     chunk_tokens: int
     chunk_overlap: int
     max_bytes: int
+    chunk_context: str = "title"  # before each chunk where it is embedded (store.payload.embedded_text)
 
     def prepare(self, entry: FileEntry, stored_digest: str | None) -> ParsedFile:
         """Hash, extract and chunk ``entry``; ``unchanged`` when ``stored_digest`` is its hash."""
@@ -54,7 +55,8 @@ class DocumentPreparer:
                 parsed.error = "no text to index"
             source = str(entry.path)
             parsed.points = [
-                Point(id=point_id(source, i, parsed.content_hash), dense=[], text=chunk.text, payload=make_payload(
+                Point(id=point_id(source, i, parsed.content_hash), dense=[],
+                      text=embedded_text(chunk.text, doc.title, self.chunk_context), payload=make_payload(
                     page_content=chunk.text, source=source, root=str(entry.root), chunk_index=i,
                     chunk_count=len(chunks), start=chunk.start, end=chunk.end, title=doc.title,
                     file_type=doc.file_type, mtime=entry.mtime, content_hash=parsed.content_hash,

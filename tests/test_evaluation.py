@@ -139,6 +139,18 @@ def test_chunk_dataset_marks_every_chunk_of_a_relevant_document(default_embedder
         assert headed.chunks.document(c).startswith(f"{d} @ {start} ")
 
 
+def test_chunked_eval_embeds_chunks_after_their_title_as_the_index_does(default_embedder):
+    from evaluation.evaluate import run_eval
+
+    body = "A long manual about keeping animals. " * 60  # several chunks, none naming the animal
+    ds = BeirDataset({"z": ("Zebra care handbook", body), "o": ("Otter notes", "Otters swim in rivers.")},
+                     {"q": "zebra handbook"}, {"q": {"z": 1}})
+    titled = run_eval(default_embedder, ds, "sparse", chunks=(64, 8), per_query=True)
+    alone = run_eval(default_embedder, ds, "sparse", chunks=(64, 8), per_query=True, chunk_context="none")
+    assert titled["metrics"]["mrr@10"] == 1.0  # the title's words reach every chunk's BM25 text
+    assert alone["metrics"]["mrr@10"] == 0.0   # no chunk text names the zebra
+
+
 @pytest.mark.slow
 def test_rag_eval_dense_loses_nothing_against_sentence_transformers(default_embedder):
     """Our embedding path ranks as well as the model's own sentence-transformers encoding (issue: no loss)."""

@@ -155,3 +155,22 @@ def test_work_folder_names_the_step_that_writes_a_missing_file(tmp_path):
     assert folder.update_report("mine", {}) == {"split": {"train": 1}, "mine": {}} == folder.report()
     with pytest.raises(KeyError, match="not a work-folder file"):
         folder.file("notes")
+
+
+def test_sampled_passages_are_the_text_the_collection_embedded(default_embedder, tmp_path):
+    from indexer.pipeline import Indexer, IndexSettings
+    from indexer.store import EdgeStore
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.md").write_text("# Garden notes\n\n" + "Tomatoes need sun, water and stakes to climb. " * 6)
+    with EdgeStore(tmp_path / "store") as store:
+        Indexer(default_embedder, store, "docs", IndexSettings(chunk_tokens=64, chunk_overlap=8)).run(
+            [folder], progress=False)
+        assert run.step_sample(tmp_path / "w", store, "docs", 10) >= 1
+        texts = {p["page_content"] for _, p in store.iter_payloads("docs", ["page_content"])}
+        passages = {p["text"] for p in read_jsonl(tmp_path / "w" / "passages.jsonl")}
+        assert passages and passages <= {f"Garden notes {t}" for t in texts}  # after the title, as embedded
+        store.update_collection_meta("docs", {"chunk_context": "none"})  # a collection from before titles
+        run.step_sample(tmp_path / "w2", store, "docs", 10)
+        assert {p["text"] for p in read_jsonl(tmp_path / "w2" / "passages.jsonl")} <= texts

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
@@ -187,6 +188,35 @@ def test_other_embedder_is_refused_until_recreate(default_embedder, tiny_embedde
     report = Indexer(tiny_embedder, store, "docs", SETTINGS).run([corpus], recreate=True, progress=False)
     assert report.indexed == 5
     assert store.collection_meta("docs")["fingerprint"]["dim"] == 64
+
+
+def test_chunks_are_embedded_after_their_title_and_old_collections_keep_theirs(default_embedder, store, corpus):
+    from dataclasses import replace
+
+    indexer = Indexer(default_embedder, store, "docs", SETTINGS)
+    indexer.run([corpus], progress=False)
+    assert store.collection_meta("docs")["chunk_context"] == "title"  # a new collection's default
+    planets = next(p for page in store.iter_points("docs") for p in page
+                   if p.payload["metadata"]["source"].endswith("planets.html"))
+    # embedded and BM25-indexed after the title; shown (page_content) without it
+    assert planets.payload["page_content"].startswith("The outer planets\n\nJupiter")
+    assert planets.text == "The outer planets " + planets.payload["page_content"]
+    expected = default_embedder.embed_documents([planets.text])[0]
+    assert float(np.dot(expected, planets.dense)) > 0.9999
+    assert Searcher(default_embedder, store, "docs").search("outer planets", mode="sparse", k=1).results[0] \
+        .source.endswith("planets.html")
+
+    # a collection from before the setting (no chunk_context in its meta) keeps embedding chunks alone
+    store.update_collection_meta("docs", {"chunk_context": "none"})
+    (corpus / "bread.txt").write_text("Sourdough starter\n\nFeed the starter with rye flour every day.")
+    Indexer(default_embedder, store, "docs", SETTINGS).run([corpus], progress=False)
+    bread = next(p for page in store.iter_points("docs") for p in page
+                 if p.payload["metadata"]["source"].endswith("bread.txt"))
+    assert bread.text == bread.payload["page_content"]
+    assert float(np.dot(default_embedder.embed_documents([bread.text])[0], bread.dense)) > 0.9999
+    # asked for another context than the collection's: refused, with the fix named
+    with pytest.raises(CollectionMismatch, match="chunk_context='none', now 'title'.*--recreate"):
+        Indexer(default_embedder, store, "docs", replace(SETTINGS, chunk_context="title")).run([corpus], progress=False)
 
 
 def test_search_without_index_says_how(default_embedder, store):

@@ -77,7 +77,8 @@ def test_iter_points_pages_every_point_with_its_vector(source):
     assert len({p.id for p in points}) == len(points) == source.count("docs")
     for p in points:
         assert len(p.dense) == source.dim("docs") and abs(np.linalg.norm(p.dense) - 1) < 1e-4
-        assert p.text == p.payload["page_content"] and p.text
+        # what BM25 indexed: the chunk after its document's title (a new collection's chunk_context)
+        assert p.text == f'{p.payload["metadata"]["title"]} {p.payload["page_content"]}' and p.payload["page_content"]
     with pytest.raises(CollectionNotFound):
         source.iter_points("missing")
     with pytest.raises(ValueError, match="batch"):
@@ -105,7 +106,9 @@ def test_sparse_vectors_are_recomputed_identically(source, target):
     client = {str(r.id): r for r in target.client.retrieve("docs", ids, with_payload=True, with_vectors=["bm25"])}
     assert edge.keys() == client.keys() == set(ids)
     for pid, rec in client.items():
-        expected = as_dict(encode_document(rec.payload["page_content"]))
+        # the chunk after its title, as the source collection indexed it (chunk_context "title")
+        text = f'{rec.payload["metadata"]["title"]} {rec.payload["page_content"]}'
+        expected = as_dict(encode_document(text))
         stored = as_dict(rec.vector["bm25"])
         assert stored.keys() == expected.keys() == as_dict(edge[pid]).keys() and stored
         assert [stored[i] for i in expected] == pytest.approx(list(expected.values()), rel=1e-6)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from indexer.collection import DEFAULT_CHUNK_CONTEXT
 from indexer.modes import MODES
 
 from ..settings import Settings
@@ -56,7 +57,8 @@ def cmd_eval(args, settings: Settings) -> int:
     chunks = (settings.chunk_tokens, settings.chunk_overlap) if args.chunks else None
     result = run_eval(embedder, dataset, mode=mode, task=args.task or settings.task,
                       instruction=args.instruction or settings.instruction, chunks=chunks,
-                      reranker=build_reranker(settings) if rerank else None)
+                      reranker=build_reranker(settings) if rerank else None,
+                      chunk_context=settings.chunk_context or DEFAULT_CHUNK_CONTEXT)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

