@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedder import EmbedderError
+from indexer.collection import stored_chunk_context
 from indexer.extract import ExtractionError, extract
 from indexer.pipeline import IndexReport
 from indexer.rerank import Reranker
@@ -86,6 +87,7 @@ class CollectionStatus:
     last_indexed: float | None = None
     roots: list[str] = field(default_factory=list)
     chunk_tokens: int | None = None
+    chunk_context: str | None = None  # what its chunks were embedded after ("title", or "none": alone)
     error: str | None = None     # mismatch with the loaded model, unreadable store...
 
     @property
@@ -299,7 +301,7 @@ class SearchService:
         return CollectionStatus(
             name, self.location, exists=True, points=points, fingerprint=meta.get("fingerprint") or {},
             last_indexed=meta.get("last_indexed"), roots=list(meta.get("roots") or []),
-            chunk_tokens=meta.get("chunk_tokens"), error=error,
+            chunk_tokens=meta.get("chunk_tokens"), chunk_context=stored_chunk_context(meta), error=error,
         )
 
     def filter_options(self, collection: str | None = None) -> FilterOptions:

@@ -281,6 +281,13 @@ def test_results_carry_the_section_they_are_in(rag_env, capsys):
     out = capsys.readouterr().out
     assert "Sorting HOW TO — Python 3.11.2 documentation › " in out  # the page's own h1 is not repeated
     assert "› Sorting HOW TO ›" not in out
+    # rag status says what the chunks were embedded after, and how to get titles into an older collection
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["collections"][0]["chunk_context"] == "title"
+    with EdgeStore(rag_env / "data") as store:
+        store.update_collection_meta("documents", {"chunk_context": "none"})
+    assert main(["status"]) == 0
+    assert "`rag index PATH --recreate` embeds each after its document's title" in capsys.readouterr().out
 
 
 def test_cli_errors_are_actionable(rag_env, corpus, capsys):

@@ -160,7 +160,8 @@ def cmd_status(args, settings: Settings) -> int:
     try:
         info = {"store": service.location,
                 "collections": [{"name": s.name, "points": s.points, "fingerprint": s.fingerprint or None,
-                                 "chunk_tokens": s.chunk_tokens, "last_indexed": s.last_indexed}
+                                 "chunk_tokens": s.chunk_tokens, "chunk_context": s.chunk_context,
+                                 "last_indexed": s.last_indexed}
                                 for s in map(service.status, service.collections())]}
     finally:
         service.close()
@@ -181,6 +182,9 @@ def _print_status(args, info: dict) -> int:
         fp = c["fingerprint"] or {}
         print(f"  {c['name']}: {c['points']} chunks, model {fp.get('model')} ({fp.get('dim')}-d, "
               f"quantization {fp.get('quantization')}, adapter {fp.get('adapter') or 'none'})")
+        if c.get("chunk_context") == "none":  # indexed before titles went in front of the chunks
+            print("    chunks embedded without their titles: `rag index PATH --recreate` embeds each after its "
+                  "document's title (better search)")
     print("tasks: " + ", ".join(TASKS))
     return EXIT_OK
 

@@ -92,7 +92,8 @@ class Runtime:
         for name in self.service.collections():
             s = self.service.status(name)
             collections.append({"name": s.name, "points": s.points, "fingerprint": s.fingerprint,
-                                "chunk_tokens": s.chunk_tokens, "last_indexed": s.last_indexed,
+                                "chunk_tokens": s.chunk_tokens, "chunk_context": s.chunk_context,
+                                "last_indexed": s.last_indexed,
                                 "roots": s.roots, "error": s.error})
         return {"store": self.service.location, "model": self.embedder.spec.name, "dim": self.embedder.dim,
                 "instructed": bool(self.embedder.spec.instructed), "query_prefix": self.embedder.spec.query_prefix,
