@@ -378,8 +378,9 @@ class Embedder:
         padded = 0
         pending: list[tuple[list[int], torch.Tensor]] = []
         # tqdm takes a process-wide lock, even disabled (Ctrl-C can leave it held): none without a bar
-        bar = tqdm(total=len(texts), desc="embedding", unit="text", leave=False) if show_progress else None
-        with _torch_threads(1) if small else nullcontext():
+        progress = (tqdm(total=len(texts), desc="embedding", unit="text", leave=False) if show_progress
+                    else nullcontext())
+        with progress as bar, _torch_threads(1) if small else nullcontext():
             for batch, inputs in _ahead(batches, enabled=cuda and len(texts) > 1):  # a query runs inline
                 vectors = self._forward_inputs(inputs)  # (batch, dim) on the device
                 padded += inputs.input_ids.numel() if isinstance(inputs, Packed) else inputs["input_ids"].numel()
@@ -390,8 +391,6 @@ class Embedder:
                     out[batch] = vectors.cpu().numpy()  # (batch, dim)
                 if bar is not None:
                     bar.update(len(batch))
-        if bar is not None:
-            bar.close()
         if pending:
             torch.cuda.current_stream(self.device).synchronize()
             for batch, host in pending:

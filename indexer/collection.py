@@ -8,12 +8,10 @@ from embedder import Fingerprint
 from embedder.config import model_setting
 
 from .store import CollectionMismatch
+from .store.payload import DEFAULT_CHUNK_CONTEXT, stored_chunk_context
 
 __all__ = ["DEFAULT_CHUNK_CONTEXT", "CollectionMismatch", "check_compatible", "collection_meta",
            "stored_chunk_context"]
-
-#: What a new collection puts before each chunk where it is embedded (see store.payload.embedded_text).
-DEFAULT_CHUNK_CONTEXT = "title"
 
 
 def collection_meta(fingerprint: Fingerprint, chunk_tokens: int, chunk_overlap: int,
@@ -27,11 +25,6 @@ def collection_meta(fingerprint: Fingerprint, chunk_tokens: int, chunk_overlap: 
         "chunk_context": chunk_context,
         "created": time.time(),
     }
-
-
-def stored_chunk_context(meta: dict) -> str:
-    """What the collection's chunks were embedded with ("none" for collections from before the setting)."""
-    return meta.get("chunk_context", "none")
 
 
 def check_compatible(name: str, meta: dict, fingerprint: Fingerprint, chunking: tuple[int, int] | None = None,

@@ -13,7 +13,7 @@ from .chunking import chunk_text
 from .extract import ExtractionError, extract, section_at
 from .ids import file_hash, point_id
 from .store import Point
-from .store.payload import embedded_text, make_payload
+from .store.payload import DEFAULT_CHUNK_CONTEXT, embedded_text, make_payload
 from .walk import FileEntry
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class DocumentPreparer:
     chunk_tokens: int
     chunk_overlap: int
     max_bytes: int
-    chunk_context: str = "title"  # before each chunk where it is embedded (store.payload.embedded_text)
+    chunk_context: str = DEFAULT_CHUNK_CONTEXT  # before each chunk where it is embedded (embedded_text)
 
     def prepare(self, entry: FileEntry, stored_digest: str | None) -> ParsedFile:
         """Hash, extract and chunk ``entry``; ``unchanged`` when ``stored_digest`` is its hash."""

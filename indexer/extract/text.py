@@ -123,8 +123,8 @@ def _normalize_newlines(text: str) -> str:
 # --------------------------------------------------------------------------- titles
 
 
-_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_SETEXT_HEADING = re.compile(r"^ {0,3}(\S.*)\n {0,3}(?:=+|-+)[ \t]*$", re.MULTILINE)
+_ATX_HEADING = re.compile(r"^ {0,3}(?P<level>#{1,6})[ \t]+(?P<title>.+?)[ \t#]*$", re.MULTILINE)
+_SETEXT_HEADING = re.compile(r"^ {0,3}(?P<title>\S.*)\n {0,3}(?:=+|-+)[ \t]*$", re.MULTILINE)
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*$", re.MULTILINE | re.DOTALL)
 _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
 _RST_ADORNMENT = "=-`:'\"~^_*+#<>."
@@ -162,11 +162,10 @@ def markdown_title(text: str) -> str:
         text = text[front.end() :]
     matches = [m for m in (_ATX_HEADING.search(text), _SETEXT_HEADING.search(text)) if m]
     if matches:
-        return min(matches, key=lambda m: m.start()).group(1).strip()
+        return min(matches, key=lambda m: m.start()).group("title").strip()
     return first_line_title(text)
 
 
-_ATX_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$")
 _SETEXT_LINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
@@ -188,9 +187,9 @@ def markdown_headings(text: str) -> list[tuple[int, str, str]]:
             continue
         if fence:
             continue
-        atx = _ATX_LINE.match(line)
+        atx = _ATX_HEADING.match(line)
         if atx:
-            heads.append((len(atx.group(1)), atx.group(2), line))
+            heads.append((len(atx.group("level")), atx.group("title"), line))
         elif n + 1 < len(lines) and line.strip() and _SETEXT_LINE.match(lines[n + 1]) \
                 and not _SETEXT_LINE.match(line):
             heads.append((1 if lines[n + 1].strip()[0] == "=" else 2, line.strip(), line))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexer.modes import DEFAULT_FUSION, MODES
-from indexer.store.payload import CONTENT_KEY, METADATA_KEY, embedded_text
+from indexer.store.payload import CONTENT_KEY, METADATA_KEY, embedded_text, stored_chunk_context
 from indexer.store.sparse import SparseVec, encode_document, encode_query
 from indexer.store.types import GLOB_MAX_CANDIDATES, CollectionMismatch, CollectionNotFound, Hit, Point, SearchFilter
 from indexer.store.types import as_floats, batched, normalize_id
@@ -181,7 +181,7 @@ class VectorStore(ABC):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
         self.dim(name)
-        context = (self.collection_meta(name) or {}).get("chunk_context", "none")
+        context = stored_chunk_context(self.collection_meta(name) or {})
 
         def text(payload: dict) -> str:
             title = str((payload.get(METADATA_KEY) or {}).get("title") or "")
